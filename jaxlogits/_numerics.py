@@ -1,0 +1,154 @@
+"""Numerical building blocks shared by the transforms and the draw (private).
+
+Everything here works on float32 ``[..., V]`` arrays, one row per leading index, and never sorts a
+row.  The pieces:
+
+* ``sanitize``: NaN -> -inf, the input upcast to float32.
+* ``effective``: the +inf rule of semantics.md.  A row with any ``+inf`` entry has the uniform
+  distribution over those entries, so it is replaced by 0 at the ``+inf`` entries and ``-inf``
+  elsewhere; rows without ``+inf`` are unchanged.  Mass-based rules read this row.
+* ``ordered_key``: a monotone map from float32 to uint32 (``a < b`` iff ``key(a) < key(b)``, with
+  ``-0.0`` and ``+0.0`` equal), so thresholds can be searched over bit patterns.
+* ``bisect_threshold``: the one exact threshold search.  Given keys, non-negative weights and a
+  target per row it returns ``y`` such that ``keep = key > y`` is exactly the set of tokens whose
+  strictly-larger-key weight is below the target.  32 masked reductions, one per bit.
+* ``finish``: NaN -> -inf and the cast back to the caller's dtype.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+__all__: list[str] = []
+
+NEG_INF = float("-inf")
+
+
+def sanitize(logits: jax.Array) -> jax.Array:
+  """Upcasts to float32 and replaces NaN by -inf."""
+  x = logits.astype(jnp.float32)
+  return jnp.where(jnp.isnan(x), NEG_INF, x)
+
+
+def effective(x: jax.Array) -> jax.Array:
+  """Applies the +inf rule to sanitized logits ``x`` (see the module docstring)."""
+  pos_inf = x == jnp.inf
+  any_inf = jnp.any(pos_inf, axis=-1, keepdims=True)
+  return jnp.where(any_inf, jnp.where(pos_inf, 0.0, NEG_INF), x)
+
+
+def row_max(e: jax.Array) -> jax.Array:
+  """Row maximum with a trailing axis; a row of all -inf gives -inf."""
+  return jnp.max(e, axis=-1, keepdims=True)
+
+
+def log_normalizer(e: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Returns ``(m, lse)`` of effective logits ``e``, trailing axis kept.
+
+  For a row with no finite entry both are -inf; callers treat such rows separately.
+  """
+  m = row_max(e)
+  safe_m = jnp.where(jnp.isfinite(m), m, 0.0)
+  z = jnp.sum(jnp.exp(e - safe_m), axis=-1, keepdims=True)
+  lse = jnp.where(jnp.isfinite(m), safe_m + jnp.log(z), NEG_INF)
+  return m, lse
+
+
+def probs_and_logprobs(e: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Probabilities and log-probabilities of effective logits; all-masked rows give 0 and -inf."""
+  _, lse = log_normalizer(e)
+  logp = jnp.where(jnp.isfinite(lse), e - jnp.where(jnp.isfinite(lse), lse, 0.0), NEG_INF)
+  return jnp.exp(logp), logp
+
+
+def entropy_terms(p: jax.Array, logp: jax.Array) -> jax.Array:
+  """``-sum p log p`` per row with trailing axis, ``0 log 0 = 0``."""
+  return -jnp.sum(jnp.where(p > 0, p * logp, 0.0), axis=-1, keepdims=True)
+
+
+def ordered_key(x: jax.Array) -> jax.Array:
+  """Maps float32 to uint32 preserving order; -0.0 and +0.0 map to the same key.
+
+  NaN must already be removed.  ``-inf`` maps to a positive key, so key 0 is never used.
+  """
+  x = jnp.where(x == 0, jnp.float32(0.0), x)
+  bits = lax.bitcast_convert_type(x, jnp.uint32)
+  negative = (bits >> 31) == 1
+  return jnp.where(negative, ~bits, bits | jnp.uint32(0x80000000))
+
+
+def bisect_threshold(keys: jax.Array, weights: jax.Array, target: jax.Array) -> jax.Array:
+  """Exact threshold search over uint32 keys (no sort).
+
+  Finds, per row, the largest ``y`` with ``W(y) >= target`` where ``W(y)`` is the total weight of
+  the tokens with ``key > y``; ``W`` is non-increasing, so ``keep = keys > y`` holds exactly for
+  the tokens whose strictly-larger weight is ``< target``:  for a kept token ``i``,
+  ``key_i > y`` so ``W(key_i) <= W(y + 1) < target``; for a dropped one ``key_i <= y`` so
+  ``W(key_i) >= W(y) >= target``.  Ties (equal keys) always fall on the same side.
+
+  If no ``y`` qualifies (``W(0) < target``) the result is 0 and every token is kept; if every
+  ``y`` qualifies (``target <= 0``) the result is the largest key and none is kept (callers then
+  apply the keep-at-least-one rule).
+
+  Args:
+    keys: uint32 ``[..., V]`` from ``ordered_key``.
+    weights: non-negative ``[..., V]`` weights (probabilities, or ones to count tokens).
+    target: ``[..., 1]`` per-row target, same dtype as ``weights``.
+
+  Returns:
+    uint32 ``[..., 1]`` threshold ``y``.
+  """
+  zero = jnp.zeros((), weights.dtype)
+
+  def body(i, y):
+    candidate = y | (jnp.uint32(1) << (jnp.uint32(31) - i.astype(jnp.uint32)))
+    above = jnp.sum(jnp.where(keys > candidate, weights, zero), axis=-1, keepdims=True)
+    return jnp.where(above >= target, candidate, y)
+
+  y0 = jnp.zeros(keys.shape[:-1] + (1,), jnp.uint32)
+  return lax.fori_loop(0, 32, body, y0)
+
+
+def keep_top(e: jax.Array, keep: jax.Array) -> jax.Array:
+  """The keep-at-least-one rule: also keeps every token tied at the row maximum of ``e``."""
+  return keep | (e == row_max(e))
+
+
+def apply_mask(x: jax.Array, keep: jax.Array) -> jax.Array:
+  """Masks the dropped tokens of sanitized logits ``x`` to -inf."""
+  return jnp.where(keep, x, NEG_INF)
+
+
+def clamp_finite(y: jax.Array, finite: jax.Array, dtype) -> jax.Array:
+  """Clamps entries of ``y`` computed from finite inputs to the finite range of ``dtype``.
+
+  Keeps a finite row finite when arithmetic (``l / t``, ``l - f * count``, ...) overflows: the
+  value saturates at the largest finite number of the output dtype instead of becoming inf.
+  """
+  big = jnp.float32(jnp.finfo(dtype).max)
+  return jnp.where(finite, jnp.clip(y, -big, big), y)
+
+
+def finish(y: jax.Array, dtype) -> jax.Array:
+  """Replaces NaN by -inf and casts back to the caller's dtype."""
+  y = jnp.where(jnp.isnan(y), NEG_INF, y)
+  return y.astype(dtype)
+
+
+def any_active(active: jax.Array) -> jax.Array:
+  """Scalar bool: is the transform active for any row (lets a batch skip identity work)."""
+  return jnp.any(active)
+
+
+def scatter_rows(tokens: jax.Array, values: jax.Array, vocab_size: int, op: str) -> jax.Array:
+  """Scatters ``values[b, t]`` at ``tokens[b, t]`` into a zero ``[B, V]`` array.
+
+  ``op`` is ``"add"`` or ``"max"``; ids outside ``[0, V)`` are dropped.
+  """
+  b = tokens.shape[0]
+  rows = jnp.broadcast_to(jnp.arange(b)[:, None], tokens.shape)
+  ids = jnp.where((tokens >= 0) & (tokens < vocab_size), tokens, vocab_size)
+  out = jnp.zeros((b, vocab_size), values.dtype)
+  return getattr(out.at[rows, ids], op)(values, mode="drop")

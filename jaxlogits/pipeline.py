@@ -1,0 +1,296 @@
+"""The standard pipeline: per-row sampling parameters and one function that applies them.
+
+:class:`SamplingParams` holds one value per row for every setting, with identity defaults, so a
+batch can mix greedy rows, nucleus rows and penalised rows in one compiled graph: changing any
+value never recompiles (only the batch size and the logit-bias capacity are shapes).
+:func:`process_logits` applies the standard order of semantics.md by calling the same private
+implementations as the public transforms (one rule, one place):
+
+1. allowed-token mask, logit bias, end-of-sequence suppression before ``min_tokens``
+2. repetition, frequency and presence penalties; no-repeat n-gram
+3. temperature (unless ``temperature_last``)
+4. top_k, top_p, min_p, typical_p, epsilon_cutoff, eta_cutoff, top_n_sigma
+5. temperature for the rows with ``temperature_last``
+
+and :func:`sample_step` draws from the result (a row with temperature 0 keeps only its argmax,
+so its draw is greedy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlogits import _checks
+from jaxlogits import _numerics as nm
+from jaxlogits import bias as _bias
+from jaxlogits import penalties as _pen
+from jaxlogits import sampling as _sampling
+from jaxlogits import temperature as _temp
+from jaxlogits import truncation as _trunc
+
+__all__ = ["SamplingParams", "process_logits", "sample_step"]
+
+# name: (dtype, identity, range check kwargs for _checks.check_range)
+_FIELDS: dict[str, tuple[Any, Any, dict]] = {
+    "temperature": (jnp.float32, 1.0, dict(lo=0.0)),
+    "top_k": (jnp.int32, 0, dict(lo=0, integer=True)),
+    "top_p": (jnp.float32, 1.0, dict(lo=0.0, hi=1.0, lo_open=True)),
+    "min_p": (jnp.float32, 0.0, dict(lo=0.0, hi=1.0)),
+    "typical_p": (jnp.float32, 1.0, dict(lo=0.0, hi=1.0, lo_open=True)),
+    "epsilon_cutoff": (jnp.float32, 0.0, dict(lo=0.0, hi=1.0)),
+    "eta_cutoff": (jnp.float32, 0.0, dict(lo=0.0, hi=1.0)),
+    "top_n_sigma": (jnp.float32, 0.0, dict()),
+    "repetition_penalty": (jnp.float32, 1.0, dict(lo=0.0, lo_open=True)),
+    "frequency_penalty": (jnp.float32, 0.0, dict(lo=-3.4e38, hi=3.4e38)),
+    "presence_penalty": (jnp.float32, 0.0, dict(lo=-3.4e38, hi=3.4e38)),
+    "no_repeat_ngram_size": (jnp.int32, 0, dict(lo=0, integer=True)),
+    "min_tokens": (jnp.int32, 0, dict(lo=0, integer=True)),
+    "temperature_last": (jnp.bool_, False, dict()),
+}
+
+
+class SamplingParams(NamedTuple):
+  """Per-row sampling settings, a pytree of arrays with one value per row.
+
+  Build it with :meth:`create`; keyword names follow Hugging Face and OpenAI. Every field has
+  shape ``[B]`` except the sparse logit bias, ``[B, K]`` (``K`` the bias capacity).
+  """
+
+  temperature: jax.Array  # [B] float32, 1 = identity, 0 = greedy
+  top_k: jax.Array  # [B] int32, 0 = disabled
+  top_p: jax.Array  # [B] float32, 1 = disabled
+  min_p: jax.Array  # [B] float32, 0 = disabled
+  typical_p: jax.Array  # [B] float32, 1 = disabled
+  epsilon_cutoff: jax.Array  # [B] float32, 0 = disabled
+  eta_cutoff: jax.Array  # [B] float32, 0 = disabled
+  top_n_sigma: jax.Array  # [B] float32, <= 0 = disabled
+  repetition_penalty: jax.Array  # [B] float32, 1 = disabled
+  frequency_penalty: jax.Array  # [B] float32, 0 = disabled
+  presence_penalty: jax.Array  # [B] float32, 0 = disabled
+  no_repeat_ngram_size: jax.Array  # [B] int32, 0 = disabled
+  min_tokens: jax.Array  # [B] int32, EOS is banned until this many tokens were generated
+  temperature_last: jax.Array  # [B] bool, apply temperature after the truncations
+  logit_bias_ids: jax.Array  # [B, K] int32 token ids, -1 = unused slot
+  logit_bias_values: jax.Array  # [B, K] float32 bias for each id
+
+  @classmethod
+  def create(cls, batch_size: int | None = None, *, temperature: Any = 1.0, top_k: Any = 0,
+             top_p: Any = 1.0, min_p: Any = 0.0, typical_p: Any = 1.0,
+             epsilon_cutoff: Any = 0.0, eta_cutoff: Any = 0.0, top_n_sigma: Any = 0.0,
+             repetition_penalty: Any = 1.0, frequency_penalty: Any = 0.0,
+             presence_penalty: Any = 0.0, no_repeat_ngram_size: Any = 0, min_tokens: Any = 0,
+             temperature_last: Any = False,
+             logit_bias: Mapping[int, float] | Sequence[Mapping[int, float] | None] | None = None,
+             logit_bias_capacity: int | None = None,
+             vocab_size: int | None = None) -> "SamplingParams":
+    """Builds per-row parameters from scalars (same for every row) or per-row sequences.
+
+    Args:
+      batch_size: number of rows ``B``; inferred from the per-row sequences when omitted
+        (1 if every value is a scalar).
+      temperature, top_k, top_p, min_p, typical_p, epsilon_cutoff, eta_cutoff, top_n_sigma,
+        repetition_penalty, frequency_penalty, presence_penalty, no_repeat_ngram_size,
+        min_tokens, temperature_last: a scalar or one value per row; ranges as in the
+        transforms of the same name. Defaults are the identity values.
+      logit_bias: ``{token_id: bias}`` for every row, or a list with one dict (or ``None``) per
+        row.
+      logit_bias_capacity: ``K``, the number of bias slots per row (a shape: keep it fixed to
+        avoid recompiling when the dicts change size). Defaults to the largest dict.
+      vocab_size: when given, bias ids are checked against ``[0, vocab_size)``.
+
+    Returns:
+      A :class:`SamplingParams` with ``[B]`` arrays.
+
+    Raises:
+      ValueError: naming the parameter, for a value out of range or a length that is not ``B``.
+
+    Examples:
+      >>> import jaxlogits as jl
+      >>> p = jl.SamplingParams.create(temperature=[0.0, 0.7], top_p=0.9)
+      >>> p.temperature, p.top_p
+      (Array([0. , 0.7], dtype=float32), Array([0.9, 0.9], dtype=float32))
+    """
+    values = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                  typical_p=typical_p, epsilon_cutoff=epsilon_cutoff, eta_cutoff=eta_cutoff,
+                  top_n_sigma=top_n_sigma, repetition_penalty=repetition_penalty,
+                  frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                  no_repeat_ngram_size=no_repeat_ngram_size, min_tokens=min_tokens,
+                  temperature_last=temperature_last)
+    arrays = {name: np.asarray(v) for name, v in values.items()}
+    bias_rows = None
+    if logit_bias is not None and not isinstance(logit_bias, Mapping):
+      bias_rows = list(logit_bias)
+    sizes = {a.shape[0] for a in arrays.values() if a.ndim == 1}
+    if bias_rows is not None:
+      sizes.add(len(bias_rows))
+    if batch_size is None:
+      if len(sizes) > 1:
+        raise ValueError(f"per-row parameters have different lengths {sorted(sizes)}")
+      batch_size = sizes.pop() if sizes else 1
+    fields = {}
+    for name, arr in arrays.items():
+      dtype, _, rng = _FIELDS[name]
+      if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != batch_size):
+        raise ValueError(f"{name} must be a scalar or have one value per row ({batch_size}), "
+                         f"got shape {arr.shape}")
+      if rng:
+        _checks.check_range(name, arr, **rng)
+      fields[name] = jnp.broadcast_to(jnp.asarray(arr, dtype), (batch_size,))
+    if bias_rows is None:
+      bias_rows = [logit_bias] * batch_size
+    if len(bias_rows) != batch_size:
+      raise ValueError(f"logit_bias must have one dict per row ({batch_size}), "
+                       f"got {len(bias_rows)}")
+    widest = max((len(r) for r in bias_rows if r), default=0)
+    cap = widest if logit_bias_capacity is None else int(logit_bias_capacity)
+    if cap < widest:
+      raise ValueError(f"logit_bias has {widest} entries in a row, more than "
+                       f"logit_bias_capacity={cap}")
+    ids = np.full((batch_size, cap), -1, np.int32)
+    vals = np.zeros((batch_size, cap), np.float32)
+    for r, row in enumerate(bias_rows):
+      for j, (tok, val) in enumerate((row or {}).items()):
+        tok_i = int(tok)
+        if tok_i != tok or tok_i < 0 or (vocab_size is not None and tok_i >= vocab_size):
+          hi = "V" if vocab_size is None else str(vocab_size)
+          raise ValueError(f"logit_bias token id must be in [0, {hi}), got {tok!r}")
+        if np.isnan(float(val)):
+          raise ValueError(f"logit_bias value for token {tok_i} must not be NaN")
+        ids[r, j], vals[r, j] = tok_i, float(val)
+    return cls(**fields, logit_bias_ids=jnp.asarray(ids), logit_bias_values=jnp.asarray(vals))
+
+
+def _row(a):
+  return a[..., None]
+
+
+def process_logits(logits: Any, params: SamplingParams, *, counts: Any = None,
+                   tokens: Any = None, length: Any = None, num_generated: Any = None,
+                   eos_token_id: Any = None, allowed: Any = None) -> jax.Array:
+  """Applies the standard order of transforms with per-row parameters.
+
+  Context is optional and defaults to empty (so penalties and n-gram bans do nothing without it):
+
+  Args:
+    logits: ``[B, V]`` float logits.
+    params: :class:`SamplingParams` with ``B`` rows.
+    counts: ``[B, V]`` token counts for the repetition, frequency and presence penalties (see
+      :func:`jaxlogits.token_counts`). When omitted and ``tokens`` is given, they are counted from
+      ``tokens``.
+    tokens: ``[B, T]`` context for the no-repeat n-gram ban (and counts when not given).
+    length: ``[B]`` valid tokens in ``tokens`` (defaults to ``T``).
+    num_generated: ``[B]`` tokens generated so far, for ``min_tokens``.
+    eos_token_id: end-of-sequence id(s) banned while ``num_generated < min_tokens``: an int, a
+      ``[E]`` array, or ``[B, E]`` per row (``-1`` = unused).
+    allowed: optional boolean ``[B, V]`` (or ``[V]``) mask of allowed tokens.
+
+  Returns:
+    The processed logits, ``[B, V]`` in the dtype of ``logits``.
+
+  Examples:
+    >>> import jax.numpy as jnp, jaxlogits as jl
+    >>> p = jl.SamplingParams.create(top_k=[1, 0])
+    >>> jl.process_logits(jnp.array([[1.0, 2.0], [1.0, 2.0]]), p)
+    Array([[-inf,   2.],
+           [  1.,   2.]], dtype=float32)
+  """
+  logits = _checks.check_logits(logits)
+  if logits.ndim != 2:
+    raise ValueError(f"process_logits takes [B, V] logits, got shape {logits.shape}")
+  b, v = logits.shape
+  if params.temperature.shape != (b,):
+    raise ValueError(f"params has {params.temperature.shape[0]} rows, logits has {b}")
+  if tokens is not None:
+    tokens = _checks.int_array("tokens", tokens)
+    if tokens.ndim != 2 or tokens.shape[0] != b:
+      raise ValueError(f"tokens must have shape [{b}, T], got {tokens.shape}")
+    length = jnp.broadcast_to(jnp.asarray(tokens.shape[1] if length is None else length,
+                                          jnp.int32), (b,))
+  if counts is not None:
+    counts = _pen._check_counts(counts, logits)
+  if allowed is not None:
+    allowed = _bias._as_mask("allowed", allowed, logits)
+  if eos_token_id is not None:
+    eos_token_id = _checks.int_array("eos_token_id", eos_token_id)
+    if eos_token_id.ndim == 0:
+      eos_token_id = eos_token_id[None]
+    if eos_token_id.ndim == 1:
+      eos_token_id = jnp.broadcast_to(eos_token_id, (b, eos_token_id.shape[0]))
+    if eos_token_id.ndim != 2 or eos_token_id.shape[0] != b:
+      raise ValueError(f"eos_token_id must be an int, [E] or [{b}, E], got {eos_token_id.shape}")
+  if num_generated is not None:
+    num_generated = jnp.broadcast_to(jnp.asarray(num_generated, jnp.int32), (b,))
+  return _process(logits, params, counts, tokens, length, num_generated, eos_token_id, allowed)
+
+
+@jax.jit
+def _process(logits, params, counts, tokens, length, num_generated, eos_ids, allowed):
+  b, v = logits.shape
+  x = logits
+  # 1. masks, bias, EOS suppression
+  if allowed is not None:
+    x = _bias._allow(x, allowed)
+  if params.logit_bias_ids.shape[-1] > 0:
+    dense = nm.scatter_rows(params.logit_bias_ids, params.logit_bias_values, v, "add")
+    x = _bias._logit_bias(x, dense)
+  if eos_ids is not None and num_generated is not None:
+    too_early = (num_generated < params.min_tokens)[:, None]
+    eos_mask = nm.scatter_rows(eos_ids, jnp.ones(eos_ids.shape, bool), v, "max")
+    x = _bias._allow(x, ~(eos_mask & too_early))
+  # 2. penalties
+  if counts is None and tokens is not None:
+    counts = _pen._token_counts(tokens, length, length, 0, vocab_size=v, has_length=True,
+                                has_start=False, has_pad=False)
+  if counts is not None:
+    x = _pen._repetition_penalty(x, counts, _row(params.repetition_penalty))
+    c = counts.astype(jnp.float32)
+    x = _pen._additive_penalty(x, jnp.where(c != 0, _row(params.frequency_penalty) * c, 0.0))
+    x = _pen._additive_penalty(x, jnp.where(counts > 0, _row(params.presence_penalty), 0.0))
+  if tokens is not None:
+    x = _pen._no_repeat_ngram(x, tokens, _row(params.no_repeat_ngram_size), length)
+  # 3. temperature first, unless temperature_last
+  last = params.temperature_last
+  x = _temp._temperature(x, _row(jnp.where(last, 1.0, params.temperature)))
+  # 4. truncations, each seeing the survivors of the previous one
+  x = _trunc._top_k(x, _row(params.top_k))
+  x = _trunc._top_p(x, _row(params.top_p))
+  x = _trunc._min_p(x, _row(params.min_p))
+  x = _trunc._typical_p(x, _row(params.typical_p))
+  x = _trunc._epsilon_cutoff(x, _row(params.epsilon_cutoff))
+  x = _trunc._eta_cutoff(x, _row(params.eta_cutoff))
+  x = _trunc._top_n_sigma(x, _row(params.top_n_sigma))
+  # 5. temperature last, where asked
+  return _temp._temperature(x, _row(jnp.where(last, params.temperature, 1.0)))
+
+
+def sample_step(key: Any, logits: Any, params: SamplingParams, **context: Any
+                ) -> tuple[jax.Array, jax.Array]:
+  """Processes logits in the standard order and draws one token per row.
+
+  Args:
+    key: a PRNG key, or one per row (see :func:`jaxlogits.sample`).
+    logits: ``[B, V]`` float logits.
+    params: :class:`SamplingParams` with ``B`` rows.
+    **context: ``counts``, ``tokens``, ``length``, ``num_generated``, ``eos_token_id``,
+      ``allowed`` as in :func:`process_logits`.
+
+  Returns:
+    ``(tokens, processed)``: ``int32[B]`` ids (``-1`` for a row with no finite logit) and the
+    processed ``[B, V]`` logits the tokens were drawn from (their log-softmax is the processed
+    log-probability).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, jaxlogits as jl
+    >>> p = jl.SamplingParams.create(temperature=[0.0, 0.0])
+    >>> tokens, _ = jl.sample_step(jax.random.key(0), jnp.array([[1.0, 2.0], [3.0, 1.0]]), p)
+    >>> tokens
+    Array([1, 0], dtype=int32)
+  """
+  processed = process_logits(logits, params, **context)
+  keys = _sampling.row_keys(key, processed.shape[:-1])
+  return _sampling._sample(keys, processed), processed

@@ -1,0 +1,58 @@
+"""Temperature scaling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxlogits import _checks
+from jaxlogits import _numerics as nm
+
+__all__ = ["temperature"]
+
+
+@jax.jit
+def _temperature(logits: jax.Array, t: jax.Array) -> jax.Array:
+  x = nm.sanitize(logits)
+  positive = t > 0
+  scaled = nm.clamp_finite(x / jnp.where(positive, t, 1.0), jnp.isfinite(x), logits.dtype)
+  # t == 0 (and, under jit, t < 0 or NaN): only the argmax survives, lowest index on ties.
+  first_max = jnp.arange(x.shape[-1]) == jnp.argmax(x, axis=-1, keepdims=True)
+  greedy = nm.apply_mask(x, first_max)
+  return nm.finish(jnp.where(positive, scaled, greedy), logits.dtype)
+
+
+def temperature(logits: Any, t: Any) -> jax.Array:
+  r"""Divides logits by a temperature; ``t = 0`` keeps only the argmax (greedy).
+
+  .. math::
+    \ell'_i = \ell_i / t \quad (t > 0), \qquad
+    \ell'_i = \ell_i \,[i = \min \arg\max_j \ell_j] \text{ else } -\infty \quad (t = 0)
+
+  ``t < 1`` sharpens the distribution, ``t > 1`` flattens it, ``t = 1`` is the identity. A finite
+  logit whose quotient overflows saturates at the dtype's largest finite value (so a tiny ``t``
+  never turns a row into ``inf``); ``+inf`` stays ``+inf``.
+
+  Args:
+    logits: ``[..., V]`` float logits.
+    t: temperature ``>= 0``; a scalar or one value per row (broadcastable to ``logits.shape[:-1]``).
+      Under ``jit`` a negative or NaN ``t`` acts as 0.
+
+  Returns:
+    The scaled logits, same shape and dtype as ``logits``.
+
+  Examples:
+    >>> import jax.numpy as jnp, jaxlogits as jl
+    >>> jl.temperature(jnp.array([2.0, 1.0, 2.0]), 0.5)
+    Array([4., 2., 4.], dtype=float32)
+    >>> jl.temperature(jnp.array([2.0, 1.0, 2.0]), 0.0)
+    Array([  2., -inf, -inf], dtype=float32)
+
+  References:
+    Ackley, Hinton and Sejnowski, "A Learning Algorithm for Boltzmann Machines", 1985.
+  """
+  logits = _checks.check_logits(logits)
+  _checks.check_range("temperature", t, lo=0.0)
+  return _temperature(logits, _checks.row_param("temperature", t, logits.shape[:-1], jnp.float32))

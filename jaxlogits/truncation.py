@@ -1,0 +1,429 @@
+"""Truncation: transforms that mask the unlikely tail of a distribution to ``-inf``.
+
+Every rule here follows ``semantics.md``: ties at a threshold are kept, a row that has a finite
+logit always keeps at least one token (the most likely one; for ``typical_p`` the most typical
+one, with every token tied with it), NaN counts as ``-inf`` and a row with ``+inf`` entries is
+treated as the uniform distribution over them.  No rule sorts the vocabulary: thresholds come
+from ``lax.top_k`` over a short candidate list when the answer lies inside it, otherwise from an
+exact search over float32 bit patterns (32 masked reductions; see ``_numerics.bisect_threshold``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxlogits import _checks
+from jaxlogits import _numerics as nm
+
+__all__ = [
+    "epsilon_cutoff",
+    "eta_cutoff",
+    "min_p",
+    "top_k",
+    "top_n_sigma",
+    "top_p",
+    "typical_p",
+]
+
+# Candidate-list sizes for the fast paths (static; results never depend on them, only speed).
+TOP_K_CANDIDATES = 64
+TOP_P_CANDIDATES = 128
+
+
+def _masked(x, keep, active):
+  return jnp.where(active, nm.apply_mask(x, keep), x)
+
+
+def _cond(pred, true_fn, false_fn, operand=None):
+  """``lax.cond`` on a scalar predicate (under ``vmap`` it becomes a select, still exact)."""
+  return lax.cond(pred, true_fn, false_fn, operand)
+
+
+# --------------------------------------------------------------------------------------------
+# top_k
+
+
+def _kth_largest_mask(x: jax.Array, k: jax.Array, candidates: int) -> jax.Array:
+  """``x >= kth_largest(x)`` per row for ``1 <= k <= V`` (ties kept)."""
+  v = x.shape[-1]
+  kk = jnp.clip(k, 1, v)
+  c = min(v, candidates)
+  vals, _ = lax.top_k(x, c)
+  kth = jnp.take_along_axis(vals, jnp.minimum(kk, c) - 1, axis=-1)
+  keep_fast = x >= kth
+  slow_rows = kk > c
+
+  def slow(_):
+    keys = nm.ordered_key(x)
+    y = nm.bisect_threshold(keys, jnp.ones(x.shape, jnp.int32), kk)
+    return jnp.where(slow_rows, keys > y, keep_fast)
+
+  return _cond(jnp.any(slow_rows), slow, lambda _: keep_fast, None)
+
+
+@functools.partial(jax.jit, static_argnames="candidates")
+def _top_k(logits, k, candidates=TOP_K_CANDIDATES):
+  x = nm.sanitize(logits)
+  active = (k > 0) & (k < x.shape[-1])
+  out = _cond(nm.any_active(active),
+              lambda _: _masked(x, _kth_largest_mask(x, k, candidates), active),
+              lambda _: x, None)
+  return nm.finish(out, logits.dtype)
+
+
+def top_k(logits: Any, k: Any) -> jax.Array:
+  r"""Keeps the ``k`` largest logits of each row (and every logit tied with the k-th).
+
+  .. math::
+    \ell'_i = \ell_i \text{ if } \ell_i \ge \ell_{(k)} \text{ else } -\infty
+
+  where :math:`\ell_{(k)}` is the k-th largest logit. ``k <= 0`` or ``k >= V`` leaves the row
+  unchanged. Because ties are kept the result does not depend on token order (a row may keep more
+  than ``k`` tokens). ``k`` is a traced value: changing it never recompiles.
+
+  Args:
+    logits: ``[..., V]`` float logits.
+    k: integer ``>= 0``; a scalar or one value per row.
+
+  Returns:
+    Masked logits, same shape and dtype as ``logits``.
+
+  Examples:
+    >>> import jax.numpy as jnp, jaxlogits as jl
+    >>> jl.top_k(jnp.array([1.0, 3.0, 2.0, 3.0]), 1)
+    Array([-inf,   3., -inf,   3.], dtype=float32)
+    >>> jl.top_k(jnp.array([[1.0, 3.0, 2.0], [0.0, 1.0, 2.0]]), jnp.array([2, 0]))
+    Array([[-inf,   3.,   2.],
+           [  0.,   1.,   2.]], dtype=float32)
+
+  References:
+    Fan, Lewis and Dauphin, "Hierarchical Neural Story Generation", 2018.
+    https://arxiv.org/abs/1805.04833
+  """
+  logits = _checks.check_logits(logits)
+  _checks.check_range("top_k", k, lo=0, integer=True)
+  return _top_k(logits, _checks.row_param("top_k", k, logits.shape[:-1], jnp.int32))
+
+
+# --------------------------------------------------------------------------------------------
+# top_p
+
+
+def _nucleus_mask(e: jax.Array, p: jax.Array, candidates: int) -> jax.Array:
+  """Keep mask of top-p on effective logits ``e``: mass strictly above ``< p``."""
+  v = e.shape[-1]
+  _, lse = nm.log_normalizer(e)
+  safe_lse = jnp.where(jnp.isfinite(lse), lse, 0.0)
+  c = min(v, candidates)
+  vals, _ = lax.top_k(e, c)
+  pv = jnp.exp(vals - safe_lse)
+  exclusive = jnp.cumsum(pv, axis=-1) - pv
+  # Mass strictly above a candidate = exclusive cumsum at the first member of its tie group.
+  idx = jnp.arange(c)
+  new_group = jnp.concatenate(
+      [jnp.ones(vals.shape[:-1] + (1,), bool), vals[..., 1:] != vals[..., :-1]], axis=-1)
+  start = lax.cummax(jnp.where(new_group, idx, 0), axis=vals.ndim - 1)
+  above = jnp.take_along_axis(exclusive, start, axis=-1)
+  n_ok = jnp.sum(above < p, axis=-1, keepdims=True)
+  fits = (n_ok < c) | (c == v)
+  thr = jnp.take_along_axis(vals, jnp.maximum(n_ok - 1, 0), axis=-1)
+  keep_fast = e >= thr  # n_ok == 0 (p <= 0) gives thr = max: the keep-at-least-one rule.
+
+  def slow(_):
+    keys = nm.ordered_key(e)
+    probs = jnp.exp(e - safe_lse)
+    y = nm.bisect_threshold(keys, probs, p)
+    keep = nm.keep_top(e, keys > y)
+    return jnp.where(fits, keep_fast, keep)
+
+  return _cond(jnp.any(~fits), slow, lambda _: keep_fast, None)
+
+
+@functools.partial(jax.jit, static_argnames="candidates")
+def _top_p(logits, p, candidates=TOP_P_CANDIDATES):
+  x = nm.sanitize(logits)
+  active = ~(p >= 1)
+  out = _cond(nm.any_active(active),
+              lambda _: _masked(x, _nucleus_mask(nm.effective(x), p, candidates), active),
+              lambda _: x, None)
+  return nm.finish(out, logits.dtype)
+
+
+def top_p(logits: Any, p: Any) -> jax.Array:
+  r"""Nucleus sampling: keeps the smallest set of most likely tokens whose mass reaches ``p``.
+
+  .. math::
+    \text{keep } i \iff \sum_{j:\, p_j > p_i} p_j < p
+
+  so the token that crosses ``p`` is kept, and so is every token tied with it. ``p >= 1`` leaves
+  the row unchanged; the most likely token is always kept.
+
+  Args:
+    logits: ``[..., V]`` float logits.
+    p: cumulative probability in ``(0, 1]``; a scalar or one value per row. Under ``jit`` a value
+      ``<= 0`` keeps only the most likely token(s).
+
+  Returns:
+    Masked logits, same shape and dtype as ``logits``.
+
+  Examples:
+    >>> import jax.numpy as jnp, jaxlogits as jl
+    >>> l = jnp.log(jnp.array([0.5, 0.3, 0.2]))
+    >>> jl.top_p(l, 0.7) > -jnp.inf
+    Array([ True,  True, False], dtype=bool)
+
+  References:
+    Holtzman et al., "The Curious Case of Neural Text Degeneration", 2020.
+    https://arxiv.org/abs/1904.09751
+  """
+  logits = _checks.check_logits(logits)
+  _checks.check_range("top_p", p, lo=0.0, hi=1.0, lo_open=True)
+  return _top_p(logits, _checks.row_param("top_p", p, logits.shape[:-1], jnp.float32))
+
+
+# --------------------------------------------------------------------------------------------
+# min_p
+
+
+@jax.jit
+def _min_p(logits, p):
+  x = nm.sanitize(logits)
+  e = nm.effective(x)
+  active = p > 0
+  log_p = jnp.log(jnp.where(active, jnp.minimum(p, 1.0), 1.0))
+  keep = nm.keep_top(e, e >= nm.row_max(e) + log_p)
+  return nm.finish(_masked(x, keep, active), logits.dtype)
+
+
+def min_p(logits: Any, p: Any) -> jax.Array:
+  r"""Keeps tokens at least ``p`` times as likely as the most likely one.
+
+  .. math::
+    \text{keep } i \iff p_i \ge p \cdot \max_j p_j \iff \ell_i \ge \max_j \ell_j + \log p
+
+  ``p = 0`` leaves the row unchanged; ``p = 1`` keeps only the tokens tied at the maximum.
+
+  Args:
+    logits: ``[..., V]`` float logits.
+    p: scale in ``[0, 1]``; a scalar or one value per row.
+
+  Returns:
+    Masked logits, same shape and dtype as ``logits``.
+
+  Examples:
+    >>> import jax.numpy as jnp, jaxlogits as jl
+    >>> l = jnp.log(jnp.array([0.5, 0.3, 0.2]))
+    >>> jl.min_p(l, 0.5) > -jnp.inf
+    Array([ True,  True, False], dtype=bool)
+
+  References:
+    Nguyen et al., "Turning Up the Heat: Min-p Sampling for Creative and Coherent LLM Outputs",
+    2024. https://arxiv.org/abs/2407.01082
+  """
+  logits = _checks.check_logits(logits)
+  _checks.check_range("min_p", p, lo=0.0, hi=1.0)
+  return _min_p(logits, _checks.row_param("min_p", p, logits.shape[:-1], jnp.float32))
+
+
+# --------------------------------------------------------------------------------------------
+# typical_p
+
+
+@jax.jit
+def _typical_p(logits, mass):
+  x = nm.sanitize(logits)
+  active = ~(mass >= 1)
+
+  def compute(_):
+    e = nm.effective(x)
+    probs, logp = nm.probs_and_logprobs(e)
+    h = nm.entropy_terms(probs, logp)
+    # Larger key = more typical (smaller |surprise - H|); masked tokens get score inf, key minimal.
+    keys = nm.ordered_key(-jnp.abs(-logp - h))
+    y = nm.bisect_threshold(keys, probs, mass)
+    keep = (keys > y) | (keys == jnp.max(keys, axis=-1, keepdims=True))
+    return _masked(x, keep, active)
+
+  out = _cond(nm.any_active(active), compute, lambda _: x, None)
+  return nm.finish(out, logits.dtype)
+
+
+def typical_p(logits: Any, mass: Any) -> jax.Array:
+  r"""Locally typical sampling: keeps the tokens whose surprise is closest to the entropy.
+
+  .. math::
+    H = -\sum_j p_j \log p_j, \quad s_i = \lvert -\log p_i - H \rvert, \quad
+    \text{keep } i \iff \sum_{j:\, s_j < s_i} p_j < m
+
+  ``m >= 1`` leaves the row unchanged; the most typical token (smallest score, with its ties) is
+  always kept, as in Hugging Face.
+
+  Args:
+    logits: ``[..., V]`` float logits.
+    mass: typical mass ``m`` in ``(0, 1]``; a scalar or one value per row.
+
+  Returns:
+    Masked logits, same shape and dtype as ``logits``.
+
+  Examples:
+    >>> import jax.numpy as jnp, jaxlogits as jl
+    >>> l = jnp.log(jnp.array([0.4, 0.3, 0.2, 0.1]))
+    >>> jl.typical_p(l, 0.45) > -jnp.inf
+    Array([False,  True,  True, False], dtype=bool)
+
+  References:
+    Meister et al., "Locally Typical Sampling", 2023. https://arxiv.org/abs/2202.00666
+  """
+  logits = _checks.check_logits(logits)
+  _checks.check_range("typical_p", mass, lo=0.0, hi=1.0, lo_open=True)
+  return _typical_p(logits, _checks.row_param("typical_p", mass, logits.shape[:-1], jnp.float32))
+
+
+# --------------------------------------------------------------------------------------------
+# epsilon and eta
+
+
+@jax.jit
+def _epsilon_cutoff(logits, eps):
+  x = nm.sanitize(logits)
+  e = nm.effective(x)
+  probs, _ = nm.probs_and_logprobs(e)
+  keep = nm.keep_top(e, probs >= eps)
+  return nm.finish(_masked(x, keep, eps > 0), logits.dtype)
+
+
+def epsilon_cutoff(logits: Any, epsilon: Any) -> jax.Array:
+  r"""Truncation sampling: keeps tokens whose probability is at least ``epsilon``.
+
+  .. math::
+    \text{keep } i \iff p_i \ge \epsilon
+
+  ``epsilon = 0`` leaves the row unchanged; if no token reaches ``epsilon`` the most likely
+  one(s) are kept.
+
+  Args:
+    logits: ``[..., V]`` float logits.
+    epsilon: probability floor in ``[0, 1]``; a scalar or one value per row.
+
+  Returns:
+    Masked logits, same shape and dtype as ``logits``.
+
+  Examples:
+    >>> import jax.numpy as jnp, jaxlogits as jl
+    >>> l = jnp.log(jnp.array([0.6, 0.3, 0.1]))
+    >>> jl.epsilon_cutoff(l, 0.2) > -jnp.inf
+    Array([ True,  True, False], dtype=bool)
+
+  References:
+    Hewitt, Manning and Liang, "Truncation Sampling as Language Model Desmoothing", 2022.
+    https://arxiv.org/abs/2210.15191
+  """
+  logits = _checks.check_logits(logits)
+  _checks.check_range("epsilon_cutoff", epsilon, lo=0.0, hi=1.0)
+  return _epsilon_cutoff(
+      logits, _checks.row_param("epsilon_cutoff", epsilon, logits.shape[:-1], jnp.float32))
+
+
+@jax.jit
+def _eta_cutoff(logits, eps):
+  x = nm.sanitize(logits)
+  e = nm.effective(x)
+  probs, logp = nm.probs_and_logprobs(e)
+  h = nm.entropy_terms(probs, logp)
+  safe_eps = jnp.clip(eps, 0.0, 1.0)
+  eta = jnp.minimum(safe_eps, jnp.sqrt(safe_eps) * jnp.exp(-h))
+  keep = nm.keep_top(e, probs >= eta)
+  return nm.finish(_masked(x, keep, eps > 0), logits.dtype)
+
+
+def eta_cutoff(logits: Any, epsilon: Any) -> jax.Array:
+  r"""Eta sampling: an entropy-adaptive probability floor.
+
+  .. math::
+    \eta = \min\big(\epsilon, \sqrt{\epsilon}\, e^{-H}\big), \quad H = -\sum_j p_j \log p_j,
+    \quad \text{keep } i \iff p_i \ge \eta
+
+  ``epsilon = 0`` leaves the row unchanged; if no token reaches ``eta`` the most likely one(s)
+  are kept.
+
+  Args:
+    logits: ``[..., V]`` float logits.
+    epsilon: ``epsilon`` in ``[0, 1]``; a scalar or one value per row.
+
+  Returns:
+    Masked logits, same shape and dtype as ``logits``.
+
+  Examples:
+    >>> import jax.numpy as jnp, jaxlogits as jl
+    >>> l = jnp.log(jnp.array([0.6, 0.3, 0.1]))
+    >>> jl.eta_cutoff(l, 0.2) > -jnp.inf
+    Array([ True,  True, False], dtype=bool)
+
+  References:
+    Hewitt, Manning and Liang, "Truncation Sampling as Language Model Desmoothing", 2022.
+    https://arxiv.org/abs/2210.15191
+  """
+  logits = _checks.check_logits(logits)
+  _checks.check_range("eta_cutoff", epsilon, lo=0.0, hi=1.0)
+  return _eta_cutoff(
+      logits, _checks.row_param("eta_cutoff", epsilon, logits.shape[:-1], jnp.float32))
+
+
+# --------------------------------------------------------------------------------------------
+# top_n_sigma
+
+
+@jax.jit
+def _top_n_sigma(logits, n):
+  x = nm.sanitize(logits)
+  e = nm.effective(x)
+  finite = jnp.isfinite(e)
+  count = jnp.maximum(jnp.sum(finite, axis=-1, keepdims=True), 1)
+  # Population std of the finite logits, computed on a rescaled row so huge logits cannot
+  # overflow the squares.
+  scale = jnp.max(jnp.where(finite, jnp.abs(e), 0.0), axis=-1, keepdims=True)
+  scale = jnp.where(scale > 0, scale, 1.0)
+  z = jnp.where(finite, e / scale, 0.0)
+  mean = jnp.sum(z, axis=-1, keepdims=True) / count
+  var = jnp.sum(jnp.where(finite, jnp.square(z - mean), 0.0), axis=-1, keepdims=True) / count
+  std = jnp.sqrt(var) * scale
+  active = n > 0
+  thr = nm.row_max(e) - jnp.where(active, n, 0.0) * std
+  keep = nm.keep_top(e, e >= thr)
+  return nm.finish(_masked(x, keep, active), logits.dtype)
+
+
+def top_n_sigma(logits: Any, n: Any) -> jax.Array:
+  r"""Top-nσ: keeps logits within ``n`` standard deviations of the maximum logit.
+
+  .. math::
+    \text{keep } i \iff \ell_i \ge \max_j \ell_j - n \,\sigma, \quad
+    \sigma = \operatorname{std}(\{\ell_j : \ell_j \text{ finite}\})
+
+  with the population standard deviation (ddof 0) over the row's finite logits. ``n <= 0``
+  leaves the row unchanged. The rule reads logits, not probabilities, so it is invariant to
+  temperature applied before it.
+
+  Args:
+    logits: ``[..., V]`` float logits.
+    n: number of standard deviations; a scalar or one value per row.
+
+  Returns:
+    Masked logits, same shape and dtype as ``logits``.
+
+  Examples:
+    >>> import jax.numpy as jnp, jaxlogits as jl
+    >>> jl.top_n_sigma(jnp.array([0.0, 1.0, 2.0, 3.0]), 1.0)
+    Array([-inf, -inf,   2.,   3.], dtype=float32)
+
+  References:
+    Tang et al., "Top-nσ: Not All Logits Are You Need", 2024. https://arxiv.org/abs/2411.07641
+  """
+  logits = _checks.check_logits(logits)
+  _checks.check_range("top_n_sigma", n)
+  return _top_n_sigma(logits, _checks.row_param("top_n_sigma", n, logits.shape[:-1], jnp.float32))

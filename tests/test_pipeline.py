@@ -1,0 +1,139 @@
+"""Tests of the batched parameter record and the standard pipeline (jaxlogits/pipeline.py)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlogits as jl
+from tests.stats import chi_squared_pvalue, softmax64
+
+
+def _logits(b=4, v=64, seed=0, scale=3.0):
+  return jnp.asarray(np.random.default_rng(seed).normal(size=(b, v)) * scale, jnp.float32)
+
+
+def test_one_compilation_serves_every_setting():
+  step = jax.jit(lambda key, logits, params: jl.sample_step(key, logits, params)[0])
+  logits = _logits()
+  rng = np.random.default_rng(0)
+  for i in range(20):
+    params = jl.SamplingParams.create(
+        temperature=rng.uniform(0, 2, 4).round(2) * (i % 3 != 0),
+        top_k=rng.integers(0, 70, 4), top_p=rng.uniform(0.05, 1.0, 4),
+        min_p=rng.uniform(0, 0.5, 4) * (i % 2))
+    tokens = step(jax.random.key(i), logits, params)
+    assert tokens.shape == (4,)
+  assert step._cache_size() == 1
+
+
+def test_every_field_changes_value_without_recompiling():
+  step = jax.jit(lambda key, logits, params, counts, tokens: jl.sample_step(
+      key, logits, params, counts=counts, tokens=tokens)[1])
+  logits = _logits(2, 16)
+  tokens = jnp.array([[1, 2, 3, 1, 2], [4, 4, 4, 4, 4]])
+  counts = jl.token_counts(tokens, 16)
+  base = dict(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, typical_p=1.0,
+              epsilon_cutoff=0.0, eta_cutoff=0.0, top_n_sigma=0.0, repetition_penalty=1.0,
+              frequency_penalty=0.0, presence_penalty=0.0, no_repeat_ngram_size=0,
+              min_tokens=0, temperature_last=False)
+  changes = dict(temperature=0.5, top_k=3, top_p=0.5, min_p=0.2, typical_p=0.5,
+                 epsilon_cutoff=0.01, eta_cutoff=0.01, top_n_sigma=1.0, repetition_penalty=1.3,
+                 frequency_penalty=0.5, presence_penalty=0.5, no_repeat_ngram_size=2,
+                 min_tokens=3, temperature_last=True)
+  outs = []
+  for name, value in changes.items():
+    params = jl.SamplingParams.create(2, **{**base, name: value})
+    outs.append(np.asarray(step(jax.random.key(0), logits, params, counts, tokens)))
+  assert step._cache_size() == 1
+  identity = np.asarray(step(jax.random.key(0), logits, jl.SamplingParams.create(2), counts,
+                             tokens))
+  np.testing.assert_array_equal(identity, np.asarray(logits))
+  changed = [name for name, out in zip(changes, outs) if not np.array_equal(out, identity)]
+  # min_tokens alone changes nothing without eos ids; every other setting must act.
+  assert set(changed) == set(changes) - {"min_tokens", "temperature_last"}
+
+
+def test_pipeline_equals_composed_transforms():
+  logits = _logits(3, 50, seed=5)
+  tokens = jnp.array([[1, 2, 3, 1, 2, 0], [5, 5, 6, 7, 5, 5], [9, 8, 9, 8, 9, 0]])
+  length = jnp.array([5, 6, 5])
+  params = jl.SamplingParams.create(
+      temperature=[0.7, 1.3, 0.9], top_k=[10, 0, 5], top_p=[0.9, 0.8, 1.0], min_p=[0.0, 0.05, 0.1],
+      typical_p=[1.0, 0.95, 0.9], epsilon_cutoff=[0.0, 0.001, 0.0], eta_cutoff=[0.0, 0.0, 0.002],
+      top_n_sigma=[0.0, 2.0, 3.0], repetition_penalty=[1.2, 1.0, 1.5],
+      frequency_penalty=[0.0, 0.3, 0.1], presence_penalty=[0.5, 0.0, 0.2],
+      no_repeat_ngram_size=[2, 0, 3], logit_bias=[{3: 2.0}, None, {7: -1.0, 8: 0.5}],
+      vocab_size=50)
+  got = jl.process_logits(logits, params, tokens=tokens, length=length)
+  counts = jl.token_counts(tokens, 50, length=length)
+  x = jl.logit_bias(logits, jl.token_bias([{3: 2.0}, {}, {7: -1.0, 8: 0.5}], 50))
+  x = jl.repetition_penalty(x, counts, params.repetition_penalty)
+  x = jl.frequency_penalty(x, counts, params.frequency_penalty)
+  x = jl.presence_penalty(x, counts, params.presence_penalty)
+  x = jl.no_repeat_ngram(x, tokens, params.no_repeat_ngram_size, length=length)
+  x = jl.temperature(x, params.temperature)
+  x = jl.top_k(x, params.top_k)
+  x = jl.top_p(x, params.top_p)
+  x = jl.min_p(x, params.min_p)
+  x = jl.typical_p(x, params.typical_p)
+  x = jl.epsilon_cutoff(x, params.epsilon_cutoff)
+  x = jl.eta_cutoff(x, params.eta_cutoff)
+  x = jl.top_n_sigma(x, params.top_n_sigma)
+  np.testing.assert_array_equal(got, x)
+
+
+def test_temperature_last_applies_after_truncation():
+  logits = _logits(2, 30, seed=2)
+  params = jl.SamplingParams.create(temperature=[2.0, 2.0], min_p=0.2,
+                                    temperature_last=[True, False])
+  got = jl.process_logits(logits, params)
+  np.testing.assert_array_equal(got[0], jl.temperature(jl.min_p(logits[0], 0.2), 2.0))
+  np.testing.assert_array_equal(got[1], jl.min_p(jl.temperature(logits[1], 2.0), 0.2))
+
+
+def test_min_tokens_suppresses_eos_until_reached():
+  logits = jnp.array([[0.0, 5.0, 0.0], [0.0, 5.0, 0.0]])
+  params = jl.SamplingParams.create(min_tokens=[3, 3])
+  out = jl.process_logits(logits, params, num_generated=jnp.array([2, 3]), eos_token_id=1)
+  assert out[0, 1] == -jnp.inf and out[1, 1] == 5.0
+
+
+def test_temperature_zero_rows_are_greedy_and_others_sample():
+  logits = _logits(2, 20, seed=3)
+  params = jl.SamplingParams.create(temperature=[0.0, 1.0])
+  draws = [jl.sample_step(jax.random.key(i), logits, params)[0] for i in range(200)]
+  draws = np.asarray(draws)
+  assert np.all(draws[:, 0] == int(jl.greedy(logits[0])))
+  assert len(np.unique(draws[:, 1])) > 3
+
+
+def test_pipeline_draws_follow_processed_distribution():
+  row = _logits(1, 40, seed=4)[0]
+  params = jl.SamplingParams.create(4000, temperature=0.8, top_p=0.9, min_p=0.02)
+  batch = jnp.broadcast_to(row, (4000, 40))
+  tokens, processed = jl.sample_step(jax.random.key(3), batch, params)
+  assert chi_squared_pvalue(np.asarray(tokens), softmax64(np.asarray(processed[0]))) > 1e-3
+
+
+def test_create_validates_ranges_and_lengths():
+  with pytest.raises(ValueError, match="top_p must be in"):
+    jl.SamplingParams.create(top_p=0.0)
+  with pytest.raises(ValueError, match="temperature must be in"):
+    jl.SamplingParams.create(temperature=[-1.0, 1.0])
+  with pytest.raises(ValueError, match="different lengths"):
+    jl.SamplingParams.create(temperature=[1.0, 1.0], top_k=[1, 2, 3])
+  with pytest.raises(ValueError, match="top_k must be an integer"):
+    jl.SamplingParams.create(top_k=2.5)
+  with pytest.raises(ValueError, match="logit_bias token id"):
+    jl.SamplingParams.create(logit_bias={70: 1.0}, vocab_size=50)
+  with pytest.raises(ValueError, match="repetition_penalty"):
+    jl.SamplingParams.create(repetition_penalty=0.0)
+
+
+def test_params_are_a_pytree_of_row_arrays():
+  params = jl.SamplingParams.create(3, logit_bias={1: 1.0}, logit_bias_capacity=4)
+  leaves = jax.tree.leaves(params)
+  assert len(leaves) == 16
+  assert params.logit_bias_ids.shape == (3, 4)
+  assert all(leaf.shape[0] == 3 for leaf in leaves)

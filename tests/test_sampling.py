@@ -1,0 +1,156 @@
+"""Tests of the draw (jaxlogits/sampling.py): exactness, keys, independence, dtypes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlogits as jl
+from jaxlogits import sampling
+from tests.stats import chi_squared_pvalue, softmax64
+
+N = 20000
+ALPHA = 1e-3  # fixed seeds make every run identical; this only guards against a wrong law
+
+DISTRIBUTIONS = {
+    "peaked": np.log(np.array([0.7, 0.2, 0.05, 0.03, 0.02])),
+    "flat": np.zeros(7),
+    "masked": np.array([1.0, -np.inf, 0.5, np.nan, -np.inf, 2.0]),
+    "three_blocks": np.random.default_rng(0).normal(size=600) * 2.0,  # 256-token blocks
+    "tiny_tail": np.array([0.0, -30.0, -5.0, -300.0, -2.0]),
+    "single": np.array([3.0]),
+}
+
+
+def _draw_many(key, row, jit):
+  batch = jnp.broadcast_to(jnp.asarray(row, jnp.float32), (N, len(row)))
+  fn = jax.jit(jl.sample) if jit else jl.sample
+  return np.asarray(fn(key, batch))
+
+
+@pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
+@pytest.mark.parametrize("jit", [False, True])
+def test_chi_squared_against_softmax(name, jit, key_reuse_checked):
+  row = DISTRIBUTIONS[name].astype(np.float32)
+  draws = _draw_many(jax.random.key(7), row, jit)
+  assert chi_squared_pvalue(draws, softmax64(row)) > ALPHA
+
+
+def test_chi_squared_with_per_row_keys_under_vmap(key_reuse_checked):
+  row = jnp.asarray(DISTRIBUTIONS["peaked"], jnp.float32)
+  keys = jax.random.split(jax.random.key(3), N)
+  draws = jax.vmap(jl.sample, in_axes=(0, None))(keys, row)
+  assert chi_squared_pvalue(np.asarray(draws), softmax64(row)) > ALPHA
+
+
+def test_chi_squared_of_processed_logits(key_reuse_checked):
+  rng = np.random.default_rng(1)
+  row = (rng.normal(size=50) * 3).astype(np.float32)
+  processed = jl.top_p(jl.top_k(jl.temperature(row, 0.7), 20), 0.9)
+  draws = _draw_many(jax.random.key(11), np.asarray(processed), jit=True)
+  assert chi_squared_pvalue(draws, softmax64(np.asarray(processed))) > ALPHA
+
+
+def test_positive_infinity_rows_are_uniform_over_inf_entries(key_reuse_checked):
+  row = np.array([0.0, np.inf, 5.0, np.inf, np.inf, -np.inf], np.float32)
+  draws = _draw_many(jax.random.key(5), row, jit=False)
+  assert set(np.unique(draws)) == {1, 3, 4}
+  assert chi_squared_pvalue(draws, softmax64(row)) > ALPHA
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_inputs(dtype, key_reuse_checked):
+  row = jnp.asarray(DISTRIBUTIONS["peaked"] * 1.3, dtype)
+  draws = _draw_many(jax.random.key(9), np.asarray(row.astype(jnp.float32)), jit=True)
+  low = np.asarray(jl.sample(jax.random.key(9), jnp.broadcast_to(row, (N, row.shape[0]))))
+  np.testing.assert_array_equal(draws, low)  # computed in float32 from the same values
+  assert chi_squared_pvalue(low, softmax64(np.asarray(row.astype(jnp.float32)))) > ALPHA
+
+
+def test_rows_without_finite_logits_give_minus_one():
+  logits = jnp.array([[-jnp.inf, -jnp.inf], [jnp.nan, -jnp.inf], [0.0, -jnp.inf]])
+  np.testing.assert_array_equal(jl.sample(jax.random.key(0), logits), [-1, -1, 0])
+  np.testing.assert_array_equal(jl.greedy(logits), [-1, -1, 0])
+
+
+def test_batch_invariance_per_row_keys():
+  rng = np.random.default_rng(2)
+  logits = jnp.asarray(rng.normal(size=(17, 700)) * 4, jnp.float32)
+  keys = jax.random.split(jax.random.key(1), 17)
+  full = np.asarray(jl.sample(keys, logits))
+  for i in range(17):
+    assert int(jl.sample(keys[i], logits[i])) == full[i]
+  for lo, hi in [(0, 1), (3, 6), (5, 17)]:
+    np.testing.assert_array_equal(jl.sample(keys[lo:hi], logits[lo:hi]), full[lo:hi])
+  jitted = jax.jit(jl.sample)
+  np.testing.assert_array_equal(jitted(keys[2:9], logits[2:9]), full[2:9])
+
+
+def test_single_key_rows_are_independent_and_index_determined():
+  row = jnp.zeros(1000)
+  draws = np.asarray(jl.sample(jax.random.key(4), jnp.broadcast_to(row, (64, 1000))))
+  assert len(np.unique(draws)) > 50  # not one frozen stream for every row
+  # row i of a single-key batch uses fold_in(key, i): independent of the batch size
+  small = np.asarray(jl.sample(jax.random.key(4), jnp.broadcast_to(row, (5, 1000))))
+  np.testing.assert_array_equal(draws[:5], small)
+  one = int(jl.sample(jax.random.fold_in(jax.random.key(4), 3), row[None])[0])
+  assert one != -1
+
+
+def test_vmap_over_keys_and_parameters():
+  rng = np.random.default_rng(3)
+  logits = jnp.asarray(rng.normal(size=(6, 40)) * 3, jnp.float32)
+  keys = jax.random.split(jax.random.key(2), 6)
+  ps = jnp.array([0.1, 0.5, 0.9, 1.0, 0.3, 0.99])
+  ks = jnp.array([0, 3, 10, 1, 40, 7])
+  fn = lambda k, l, p, kk: jl.sample(k, jl.top_p(jl.top_k(l, kk), p))
+  batched = fn(keys, logits, ps, ks)
+  mapped = jax.vmap(fn)(keys, logits, ps, ks)
+  np.testing.assert_array_equal(batched, mapped)
+
+
+def test_legacy_and_typed_keys_agree():
+  logits = jnp.asarray(np.random.default_rng(4).normal(size=(8, 30)), jnp.float32)
+  legacy = jax.random.PRNGKey(12)
+  typed = jax.random.wrap_key_data(legacy)
+  np.testing.assert_array_equal(jl.sample(legacy, logits), jl.sample(typed, logits))
+  legacy_rows = jax.random.split(legacy, 8)
+  np.testing.assert_array_equal(jl.sample(legacy_rows, logits),
+                                jl.sample(jax.random.wrap_key_data(legacy_rows), logits))
+
+
+def test_bad_keys_are_rejected():
+  logits = jnp.zeros((4, 3))
+  with pytest.raises(ValueError, match="one key per row"):
+    jl.sample(jax.random.split(jax.random.key(0), 3), logits)
+  with pytest.raises(TypeError, match="PRNG key"):
+    jl.sample(jnp.array([1.0, 2.0]), logits)
+
+
+def test_integer_logits_are_a_type_error():
+  with pytest.raises(TypeError, match="logits must be a floating"):
+    jl.sample(jax.random.key(0), jnp.array([1, 2, 3]))
+  with pytest.raises(TypeError, match="logits must be a floating"):
+    jl.greedy(jnp.array([1, 2, 3]))
+
+
+def test_never_draws_zero_probability_tokens_at_block_edges():
+  # Mass only at the last entry of each 256-block and in the padded tail.
+  v = 3 * sampling.BLOCK + 5
+  row = np.full(v, -np.inf, np.float32)
+  row[[sampling.BLOCK - 1, 2 * sampling.BLOCK - 1, v - 1]] = [0.0, 1.0, 2.0]
+  draws = _draw_many(jax.random.key(8), row, jit=True)
+  assert set(np.unique(draws)) <= {sampling.BLOCK - 1, 2 * sampling.BLOCK - 1, v - 1}
+  assert chi_squared_pvalue(draws, softmax64(row)) > ALPHA
+
+
+def test_inverse_cdf_edge_uniforms():
+  e = jnp.log(jnp.array([[0.0, 0.5, 0.0, 0.5]])).astype(jnp.float32)
+  for u, want in [(0.0, 1), (0.4999, 1), (0.5, 3), (1.0 - 2**-24, 3), (1.0, 3)]:
+    got = sampling.inverse_cdf(e, jnp.array([u], jnp.float32), block=2)
+    assert int(got[0]) == want, (u, int(got[0]))
+
+
+def test_greedy_lowest_index_on_ties_and_nan():
+  logits = jnp.array([[1.0, 3.0, 3.0, jnp.nan], [jnp.inf, 0.0, jnp.inf, 1.0]])
+  np.testing.assert_array_equal(jl.greedy(logits), [1, 0])
