@@ -50,16 +50,18 @@ def check_logits(logits: Any, name: str = "logits") -> jax.Array:
 
 
 def _fmt_range(lo, hi, lo_open, hi_open) -> str:
-  left = "(" if lo_open else "["
-  right = ")" if hi_open else "]"
+  left = "(" if lo_open or lo is None else "["
+  right = ")" if hi_open or hi is None else "]"
   lo_s = "-inf" if lo is None else f"{lo:g}"
   hi_s = "inf" if hi is None else f"{hi:g}"
   return f"{left}{lo_s}, {hi_s}{right}"
 
 
 def check_range(name: str, value: Any, *, lo=None, hi=None, lo_open=False, hi_open=False,
-                integer=False) -> None:
+                integer=False, finite=False) -> None:
   """Raises ``ValueError`` if a concrete ``value`` has an element outside the given range.
+
+  NaN is always out of range; ``finite=True`` also rejects infinities.
 
   Traced values are not checked (under ``jit`` nothing raises).
   """
@@ -80,6 +82,8 @@ def check_range(name: str, value: Any, *, lo=None, hi=None, lo_open=False, hi_op
     ok &= (a > lo) if lo_open else (a >= lo)
   if hi is not None:
     ok &= (a < hi) if hi_open else (a <= hi)
+  if finite and not np.all(np.isfinite(a)):
+    raise ValueError(f"{name} must be a finite number, got {_show(a[~np.isfinite(a)])}")
   if not np.all(ok):
     bad = a[~ok] if a.ndim else a
     raise ValueError(

@@ -45,21 +45,26 @@ def row_max(e: jax.Array) -> jax.Array:
 
 
 def log_normalizer(e: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Returns ``(m, lse)`` of effective logits ``e``, trailing axis kept.
+  """Returns ``(shift, log_z)`` of effective logits ``e``, trailing axis kept.
 
-  For a row with no finite entry both are -inf; callers treat such rows separately.
+  ``shift`` is the row maximum (0 for a row with no finite entry) and
+  ``log_z = log sum exp(e - shift)`` (``-inf`` for such a row), so that
+  ``log p = (e - shift) - log_z``: subtracting the shift first keeps the result accurate for
+  large logits (``1e4 - lse`` would lose the digits that ``(1e4 - max) - log_z`` keeps).
   """
   m = row_max(e)
-  safe_m = jnp.where(jnp.isfinite(m), m, 0.0)
-  z = jnp.sum(jnp.exp(e - safe_m), axis=-1, keepdims=True)
-  lse = jnp.where(jnp.isfinite(m), safe_m + jnp.log(z), NEG_INF)
-  return m, lse
+  shift = jnp.where(jnp.isfinite(m), m, 0.0)
+  log_z = jnp.log(jnp.sum(jnp.exp(e - shift), axis=-1, keepdims=True))
+  return shift, log_z
 
 
 def probs_and_logprobs(e: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Probabilities and log-probabilities of effective logits; all-masked rows give 0 and -inf."""
-  _, lse = log_normalizer(e)
-  logp = jnp.where(jnp.isfinite(lse), e - jnp.where(jnp.isfinite(lse), lse, 0.0), NEG_INF)
+  shift, log_z = log_normalizer(e)
+  logp = jnp.where(jnp.isfinite(log_z), (e - shift) - log_z, NEG_INF)
+  # A finite logit far below the maximum (e.g. -3e38 next to 3e38) keeps a finite log-prob:
+  # the difference saturates at the most negative float32 instead of overflowing to -inf.
+  logp = jnp.where(jnp.isfinite(e), jnp.maximum(logp, -jnp.finfo(jnp.float32).max), logp)
   return jnp.exp(logp), logp
 
 

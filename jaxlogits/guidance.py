@@ -62,6 +62,6 @@ def guidance(cond_logits: Any, uncond_logits: Any, scale: Any) -> jax.Array:
   if cond.shape != uncond.shape:
     raise ValueError(f"cond_logits {cond.shape} and uncond_logits {uncond.shape} must have the "
                      "same shape")
-  _checks.check_range("guidance scale", scale, lo=-3.4e38, hi=3.4e38)
+  _checks.check_range("guidance scale", scale, finite=True)
   return _guidance(cond, uncond,
                    _checks.row_param("scale", scale, cond.shape[:-1], jnp.float32))

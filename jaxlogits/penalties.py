@@ -168,6 +168,7 @@ def repetition_penalty(logits: Any, counts: Any, penalty: Any) -> jax.Array:
 @jax.jit
 def _additive_penalty(logits, amount):
   x = nm.sanitize(logits)
+  amount = jnp.where(jnp.isnan(amount), 0.0, amount)  # under jit a NaN penalty is the identity
   y = nm.clamp_finite(x - amount, jnp.isfinite(x), logits.dtype)
   return nm.finish(jnp.where(amount != 0, y, x), logits.dtype)
 
@@ -199,7 +200,7 @@ def frequency_penalty(logits: Any, counts: Any, penalty: Any) -> jax.Array:
   """
   logits = _checks.check_logits(logits)
   counts = _check_counts(counts, logits)
-  _checks.check_range("frequency_penalty", penalty, lo=-3.4e38, hi=3.4e38)
+  _checks.check_range("frequency_penalty", penalty, finite=True)
   f = _checks.row_param("frequency_penalty", penalty, logits.shape[:-1], jnp.float32)
   c = counts.astype(jnp.float32)
   return _additive_penalty(logits, jnp.where(c != 0, f * c, 0.0))
@@ -229,7 +230,7 @@ def presence_penalty(logits: Any, counts: Any, penalty: Any) -> jax.Array:
   """
   logits = _checks.check_logits(logits)
   counts = _check_counts(counts, logits)
-  _checks.check_range("presence_penalty", penalty, lo=-3.4e38, hi=3.4e38)
+  _checks.check_range("presence_penalty", penalty, finite=True)
   q = _checks.row_param("presence_penalty", penalty, logits.shape[:-1], jnp.float32)
   return _additive_penalty(logits, jnp.where(counts > 0, q, 0.0))
 

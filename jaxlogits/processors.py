@@ -412,6 +412,18 @@ def sample_with(key: Any, logits: jax.Array, processor: LogitsProcessor, state: 
 
   Returns:
     ``(tokens, new_state, processed_logits)``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, jaxlogits as jl
+    >>> proc = jl.processors.penalties(presence=1.0)
+    >>> hist = jl.History.from_prompt(jnp.array([[2]]))
+    >>> state = proc.init(jnp.zeros((1, 3)), hist)
+    >>> tokens, state, processed = jl.sample_with(
+    ...     jax.random.key(0), jnp.zeros((1, 3)), proc, state, hist)
+    >>> processed
+    Array([[ 0.,  0., -1.]], dtype=float32)
+    >>> int(state.counts.sum())  # the prompt token and the one just drawn
+    2
   """
   processed, state = processor.process(logits, state, history)
   tokens = _sampling._sample(_sampling.row_keys(key, processed.shape[:-1]), processed)

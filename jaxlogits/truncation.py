@@ -117,11 +117,10 @@ def top_k(logits: Any, k: Any) -> jax.Array:
 def _nucleus_mask(e: jax.Array, p: jax.Array, candidates: int) -> jax.Array:
   """Keep mask of top-p on effective logits ``e``: mass strictly above ``< p``."""
   v = e.shape[-1]
-  _, lse = nm.log_normalizer(e)
-  safe_lse = jnp.where(jnp.isfinite(lse), lse, 0.0)
+  shift, log_z = nm.log_normalizer(e)
   c = min(v, candidates)
   vals, _ = lax.top_k(e, c)
-  pv = jnp.exp(vals - safe_lse)
+  pv = jnp.exp((vals - shift) - log_z)
   exclusive = jnp.cumsum(pv, axis=-1) - pv
   # Mass strictly above a candidate = exclusive cumsum at the first member of its tie group.
   idx = jnp.arange(c)
@@ -136,7 +135,7 @@ def _nucleus_mask(e: jax.Array, p: jax.Array, candidates: int) -> jax.Array:
 
   def slow(_):
     keys = nm.ordered_key(e)
-    probs = jnp.exp(e - safe_lse)
+    probs = jnp.exp((e - shift) - log_z)
     y = nm.bisect_threshold(keys, probs, p)
     keep = nm.keep_top(e, keys > y)
     return jnp.where(fits, keep_fast, keep)
@@ -425,5 +424,5 @@ def top_n_sigma(logits: Any, n: Any) -> jax.Array:
     Tang et al., "Top-nσ: Not All Logits Are You Need", 2024. https://arxiv.org/abs/2411.07641
   """
   logits = _checks.check_logits(logits)
-  _checks.check_range("top_n_sigma", n)
+  _checks.check_range("top_n_sigma", n, finite=True)
   return _top_n_sigma(logits, _checks.row_param("top_n_sigma", n, logits.shape[:-1], jnp.float32))
