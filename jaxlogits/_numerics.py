@@ -76,12 +76,28 @@ def entropy_terms(p: jax.Array, logp: jax.Array) -> jax.Array:
 def ordered_key(x: jax.Array) -> jax.Array:
   """Maps float32 to uint32 preserving order; -0.0 and +0.0 map to the same key.
 
-  NaN must already be removed.  ``-inf`` maps to a positive key, so key 0 is never used.
+  Works on the bit pattern, so it is exact even where the CPU flushes denormals to zero in float
+  comparisons. NaN must already be removed. ``-inf`` maps to a positive key, so key 0 is unused.
   """
-  x = jnp.where(x == 0, jnp.float32(0.0), x)
-  bits = lax.bitcast_convert_type(x, jnp.uint32)
+  bits = lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+  bits = jnp.where(bits == jnp.uint32(0x80000000), jnp.uint32(0), bits)  # -0.0 -> +0.0
   negative = (bits >> 31) == 1
   return jnp.where(negative, ~bits, bits | jnp.uint32(0x80000000))
+
+
+def signed_key(x: jax.Array) -> jax.Array:
+  """``ordered_key`` as int32 (same order), for ``lax.top_k``, ``argmax`` and comparisons."""
+  return lax.bitcast_convert_type(ordered_key(x) ^ jnp.uint32(0x80000000), jnp.int32)
+
+
+def in_denormal_band(x: jax.Array) -> jax.Array:
+  """True where ``|x|`` is below the smallest normal float32 (zero included)."""
+  return jnp.abs(x) < jnp.finfo(jnp.float32).tiny
+
+
+def first_argmax(x: jax.Array) -> jax.Array:
+  """Index of the largest value per row, lowest index on ties, exact for denormals."""
+  return jnp.argmax(signed_key(x), axis=-1)
 
 
 def bisect_threshold(keys: jax.Array, weights: jax.Array, target: jax.Array) -> jax.Array:
@@ -106,6 +122,9 @@ def bisect_threshold(keys: jax.Array, weights: jax.Array, target: jax.Array) -> 
     uint32 ``[..., 1]`` threshold ``y``.
   """
   zero = jnp.zeros((), weights.dtype)
+  # Materialise the inputs once: without the barrier XLA may fuse their producers (an exp per
+  # token) into the loop body and recompute them in each of the 32 passes.
+  keys, weights = lax.optimization_barrier((keys, weights))
 
   def body(i, y):
     candidate = y | (jnp.uint32(1) << (jnp.uint32(31) - i.astype(jnp.uint32)))
@@ -116,9 +135,21 @@ def bisect_threshold(keys: jax.Array, weights: jax.Array, target: jax.Array) -> 
   return lax.fori_loop(0, 32, body, y0)
 
 
+def top_values(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  """``lax.top_k`` kept as a partial selection.
+
+  When only the values of ``lax.top_k`` are consumed, XLA's CPU pipeline may rewrite it into a
+  full sort of the row followed by a slice (about 100 times slower at V = 128K); the
+  optimisation barrier pins the selection. Tests check the compiled graphs hold no full sort.
+  """
+  vals, ids = lax.top_k(x, k)
+  return lax.optimization_barrier((vals, ids))
+
+
 def keep_top(e: jax.Array, keep: jax.Array) -> jax.Array:
   """The keep-at-least-one rule: also keeps every token tied at the row maximum of ``e``."""
-  return keep | (e == row_max(e))
+  k = signed_key(e)
+  return keep | (k == jnp.max(k, axis=-1, keepdims=True))
 
 
 def apply_mask(x: jax.Array, keep: jax.Array) -> jax.Array:

@@ -86,7 +86,7 @@ def token_logprobs(logits: Any, tokens: Any) -> jax.Array:
 @functools.partial(jax.jit, static_argnames="n")
 def _top_logprobs(logits, n):
   logp = _log_softmax(logits)
-  values, ids = lax.top_k(logp, n)  # stable: equal values keep index order (lower id first)
+  values, ids = nm.top_values(logp, n)  # stable: equal values keep index order (lower id first)
   return values, ids.astype(jnp.int32)
 
 

@@ -131,7 +131,7 @@ def sample(key: Any, logits: Any) -> jax.Array:
 @jax.jit
 def _greedy(logits):
   x = nm.sanitize(logits)
-  idx = jnp.argmax(x, axis=-1).astype(jnp.int32)
+  idx = nm.first_argmax(x).astype(jnp.int32)
   return jnp.where(jnp.any(x > -jnp.inf, axis=-1), idx, -1)
 
 

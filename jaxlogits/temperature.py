@@ -19,7 +19,7 @@ def _temperature(logits: jax.Array, t: jax.Array) -> jax.Array:
   positive = t > 0
   scaled = nm.clamp_finite(x / jnp.where(positive, t, 1.0), jnp.isfinite(x), logits.dtype)
   # t == 0 (and, under jit, t < 0 or NaN): only the argmax survives, lowest index on ties.
-  first_max = jnp.arange(x.shape[-1]) == jnp.argmax(x, axis=-1, keepdims=True)
+  first_max = jnp.arange(x.shape[-1]) == nm.first_argmax(x)[..., None]
   greedy = nm.apply_mask(x, first_max)
   return nm.finish(jnp.where(positive, scaled, greedy), logits.dtype)
 

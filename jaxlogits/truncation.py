@@ -53,10 +53,12 @@ def _kth_largest_mask(x: jax.Array, k: jax.Array, candidates: int) -> jax.Array:
   v = x.shape[-1]
   kk = jnp.clip(k, 1, v)
   c = min(v, candidates)
-  vals, _ = lax.top_k(x, c)
+  vals, _ = nm.top_values(x, c)
   kth = jnp.take_along_axis(vals, jnp.minimum(kk, c) - 1, axis=-1)
-  keep_fast = x >= kth
-  slow_rows = kk > c
+  keep_fast = nm.signed_key(x) >= nm.signed_key(kth)
+  # The exact search handles k beyond the candidates, and a k-th value among denormals, which
+  # the CPU's float comparisons (inside lax.top_k) may treat as zero.
+  slow_rows = (kk > c) | nm.in_denormal_band(kth)
 
   def slow(_):
     keys = nm.ordered_key(x)
@@ -119,7 +121,7 @@ def _nucleus_mask(e: jax.Array, p: jax.Array, candidates: int) -> jax.Array:
   v = e.shape[-1]
   shift, log_z = nm.log_normalizer(e)
   c = min(v, candidates)
-  vals, _ = lax.top_k(e, c)
+  vals, _ = nm.top_values(e, c)
   pv = jnp.exp((vals - shift) - log_z)
   exclusive = jnp.cumsum(pv, axis=-1) - pv
   # Mass strictly above a candidate = exclusive cumsum at the first member of its tie group.
@@ -129,9 +131,10 @@ def _nucleus_mask(e: jax.Array, p: jax.Array, candidates: int) -> jax.Array:
   start = lax.cummax(jnp.where(new_group, idx, 0), axis=vals.ndim - 1)
   above = jnp.take_along_axis(exclusive, start, axis=-1)
   n_ok = jnp.sum(above < p, axis=-1, keepdims=True)
-  fits = (n_ok < c) | (c == v)
   thr = jnp.take_along_axis(vals, jnp.maximum(n_ok - 1, 0), axis=-1)
-  keep_fast = e >= thr  # n_ok == 0 (p <= 0) gives thr = max: the keep-at-least-one rule.
+  fits = ((n_ok < c) | (c == v)) & ~nm.in_denormal_band(thr)
+  # n_ok == 0 (p <= 0) gives thr = max: the keep-at-least-one rule.
+  keep_fast = nm.signed_key(e) >= nm.signed_key(thr)
 
   def slow(_):
     keys = nm.ordered_key(e)
@@ -383,14 +386,15 @@ def _top_n_sigma(logits, n):
   e = nm.effective(x)
   finite = jnp.isfinite(e)
   count = jnp.maximum(jnp.sum(finite, axis=-1, keepdims=True), 1)
-  # Population std of the finite logits, computed on a rescaled row so huge logits cannot
-  # overflow the squares.
-  scale = jnp.max(jnp.where(finite, jnp.abs(e), 0.0), axis=-1, keepdims=True)
-  scale = jnp.where(scale > 0, scale, 1.0)
-  z = jnp.where(finite, e / scale, 0.0)
+  # Population std of the finite logits. Rows holding huge logits are scaled by 2**-100 first so
+  # the squares cannot overflow; a power of two keeps the scaling exact, and a normal reciprocal
+  # survives XLA's flush-to-zero (dividing by 3e38 would turn into multiplying by 0).
+  big = jnp.max(jnp.where(finite, jnp.abs(e), 0.0), axis=-1, keepdims=True) > 2.0**50
+  factor = jnp.where(big, jnp.float32(2.0**-100), jnp.float32(1.0))
+  z = jnp.where(finite, e * factor, 0.0)
   mean = jnp.sum(z, axis=-1, keepdims=True) / count
   var = jnp.sum(jnp.where(finite, jnp.square(z - mean), 0.0), axis=-1, keepdims=True) / count
-  std = jnp.sqrt(var) * scale
+  std = jnp.sqrt(var) / factor
   active = n > 0
   thr = nm.row_max(e) - jnp.where(active, n, 0.0) * std
   keep = nm.keep_top(e, e >= thr)

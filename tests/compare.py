@@ -1,0 +1,28 @@
+"""Comparison of implementation output with the float64 reference."""
+
+import numpy as np
+
+F32_MAX = float(np.finfo(np.float32).max)
+MARGIN = 1e-4  # examples closer than this to a float32 knife edge are skipped (see reference.py)
+
+
+def assert_same_masks_and_values(got, want, *, exact_values=False, rtol=2e-6, atol=1e-37,
+                                 dtype=np.float32):
+  """``got`` (implementation) matches ``want`` (float64 reference).
+
+  The -inf and +inf patterns must be identical; finite values must agree (exactly for pure
+  truncations, to float32 rounding for arithmetic transforms). The output dtype is checked too.
+  """
+  got_arr = np.asarray(got)
+  assert got_arr.dtype == dtype, (got_arr.dtype, dtype)
+  g = got_arr.astype(np.float64)
+  w = np.asarray(want, np.float64)
+  assert g.shape == w.shape
+  assert not np.any(np.isnan(g)), "NaN in output"
+  np.testing.assert_array_equal(g == -np.inf, w == -np.inf, err_msg="masks differ")
+  np.testing.assert_array_equal(g == np.inf, w == np.inf, err_msg="+inf entries differ")
+  fin = np.isfinite(w)
+  if exact_values:
+    np.testing.assert_array_equal(g[fin], w[fin])
+  else:
+    np.testing.assert_allclose(g[fin], w[fin], rtol=rtol, atol=atol)
