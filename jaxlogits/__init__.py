@@ -41,21 +41,55 @@ from jaxlogits.truncation import typical_p
 
 __version__ = "0.1.0"
 
+# The language model and its tools load Flax on first use only, so `import jaxlogits` stays light
+# for code that only samples (PEP 562 lazy attributes).
+_LAZY = {
+    "ByteTokenizer": "jaxlogits.tokenizer",
+    "KVCache": "jaxlogits.model",
+    "ModelConfig": "jaxlogits.model",
+    "Transformer": "jaxlogits.model",
+    "create_model": "jaxlogits.model",
+    "default_checkpoint_dir": "jaxlogits.checkpoint",
+    "init_cache": "jaxlogits.model",
+    "load_checkpoint": "jaxlogits.checkpoint",
+    "make_decode_fns": "jaxlogits.model",
+    "save_checkpoint": "jaxlogits.checkpoint",
+}
+
+
+def __getattr__(name):
+  if name in _LAZY:
+    import importlib
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+  raise AttributeError(f"module 'jaxlogits' has no attribute {name!r}")
+
+
 __all__ = (
+    "ByteTokenizer",
     "History",
+    "KVCache",
     "LogitsProcessor",
+    "ModelConfig",
     "SamplingParams",
+    "Transformer",
     "allow_tokens",
     "ban_tokens",
     "chain",
+    "create_model",
+    "default_checkpoint_dir",
     "entropy",
     "epsilon_cutoff",
     "eta_cutoff",
     "frequency_penalty",
     "greedy",
     "guidance",
+    "init_cache",
+    "load_checkpoint",
     "log_softmax",
     "logit_bias",
+    "make_decode_fns",
     "min_p",
     "no_repeat_ngram",
     "presence_penalty",
@@ -65,6 +99,7 @@ __all__ = (
     "sample",
     "sample_step",
     "sample_with",
+    "save_checkpoint",
     "temperature",
     "token_bias",
     "token_counts",

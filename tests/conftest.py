@@ -9,7 +9,7 @@ import pytest
 jax.config.update("jax_numpy_rank_promotion", "allow")
 
 hypothesis.settings.register_profile(
-    "ci", max_examples=60, deadline=None, derandomize=True, print_blob=True,
+    "ci", max_examples=40, deadline=None, derandomize=True, print_blob=True,
     suppress_health_check=[hypothesis.HealthCheck.too_slow,
                            hypothesis.HealthCheck.data_too_large])
 hypothesis.settings.register_profile(

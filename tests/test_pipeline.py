@@ -137,3 +137,38 @@ def test_params_are_a_pytree_of_row_arrays():
   assert len(leaves) == 16
   assert params.logit_bias_ids.shape == (3, 4)
   assert all(leaf.shape[0] == 3 for leaf in leaves)
+
+
+# --- against the float64 reference -------------------------------------------------------------
+import hypothesis  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tests import reference as R  # noqa: E402
+from tests import strategies as S  # noqa: E402
+from tests.compare import MARGIN, assert_same_masks_and_values, flush_denormals  # noqa: E402
+
+
+@hypothesis.settings(max_examples=40)
+@hypothesis.given(data=st.data())
+def test_process_logits_matches_reference_pipeline(data):
+  v = data.draw(st.integers(1, 24))
+  b = data.draw(st.integers(1, 3))
+  rows = [flush_denormals(data.draw(S.logit_rows(v, v))) for _ in range(b)]
+  params = [data.draw(S.pipeline_params(v)) for _ in range(b)]
+  counts = np.stack([data.draw(S.counts(v)) for _ in range(b)])
+  contexts = [data.draw(S.token_contexts(v, 12)) for _ in range(b)]
+  length = np.array([c.size for c in contexts])
+  tokens = np.stack([np.pad(c, (0, 12 - c.size)) for c in contexts])
+  margins = [R.pipeline_margin(rows[i], params[i], counts[i], contexts[i], round_f32=True)
+             for i in range(b)]
+  hypothesis.assume(min(margins) >= MARGIN)
+  biases = [{j: float(x) for j, x in enumerate(p.get("bias", np.zeros(v))) if x != 0}
+            for p in params]
+  fields = {k: [p.get(k, R.PIPELINE_DEFAULTS[k]) for p in params]
+            for k in R.PIPELINE_DEFAULTS if k not in ("allowed", "banned", "bias", "suppress")}
+  sp = jl.SamplingParams.create(b, **fields, logit_bias=biases, vocab_size=v)
+  got = jl.process_logits(jnp.asarray(np.stack(rows)), sp, counts=counts, tokens=tokens,
+                          length=length)
+  want = np.stack([R.pipeline_ref(rows[i], params[i], counts[i], contexts[i], round_f32=True)
+                   for i in range(b)])
+  assert_same_masks_and_values(got, want, rtol=1e-5, atol=1e-30)
