@@ -98,13 +98,23 @@ def _show(arr: np.ndarray) -> str:
   return np.array2string(flat[:8], threshold=8) + (" ..." if flat.size > 8 else "")
 
 
+def is_int(value: Any) -> bool:
+  """True for a Python or NumPy integer (not a bool)."""
+  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def row_param(name: str, value: Any, batch_shape: tuple[int, ...], dtype) -> jax.Array:
   """Returns a parameter as an array of ``batch_shape + (1,)`` for elementwise use on a row.
 
   ``value`` is a Python scalar or an array broadcastable to ``batch_shape`` (one value per row).
+  Concrete integers beyond the int32 range saturate (a huge ``top_k`` stays "all tokens").
   """
   if value is None:
     raise ValueError(f"{name} must be a number or an array, got None")
+  conc = None if isinstance(value, jax.Array) else concrete(value)
+  if conc is not None and jnp.issubdtype(dtype, jnp.integer) and conc.dtype.kind in "iuf":
+    info = np.iinfo(np.int32)
+    value = np.clip(conc.astype(np.float64), info.min, info.max).astype(np.int64)
   arr = jnp.asarray(value)
   if jnp.issubdtype(arr.dtype, jnp.complexfloating):
     raise TypeError(f"{name} must be real, got dtype {arr.dtype}")

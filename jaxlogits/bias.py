@@ -7,6 +7,7 @@ loop reports that as the ``invalid_logits`` finish reason). The truncation rules
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -141,7 +142,7 @@ def token_mask(ids: Iterable[int] | Any, vocab_size: int) -> jax.Array:
   conc = _checks.concrete(arr)
   if conc is not None and np.any(conc >= vocab_size):
     raise ValueError(f"token ids must be in [0, {vocab_size}), got {conc[conc >= vocab_size]}")
-  flat = arr.reshape((-1, arr.shape[-1]))
+  flat = arr.reshape((math.prod(arr.shape[:-1]), arr.shape[-1]))
   mask = nm.scatter_rows(flat, flat >= 0, int(vocab_size), "max")
   return mask.reshape(arr.shape[:-1] + (int(vocab_size),))
 

@@ -110,10 +110,10 @@ def top_logprobs(logits: Any, n: int) -> tuple[jax.Array, jax.Array]:
     (Array([1, 2], dtype=int32), Array([0.5, 0.3], dtype=float32))
   """
   logits = _checks.check_logits(logits)
-  if isinstance(n, bool) or not isinstance(n, (int,)) or not 1 <= n <= logits.shape[-1]:
+  if not _checks.is_int(n) or not 1 <= n <= logits.shape[-1]:
     raise ValueError(f"n must be an int in [1, {logits.shape[-1]}] (the vocabulary size), "
                      f"got {n!r}")
-  return _top_logprobs(logits, n)
+  return _top_logprobs(logits, int(n))
 
 
 @jax.jit

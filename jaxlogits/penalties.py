@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -52,7 +53,7 @@ def _token_counts(tokens, start, length, pad_id, *, vocab_size, has_length, has_
   valid = _valid_positions(tokens, start if has_start else None, length if has_length else None,
                            pad_id if has_pad else None)
   batch = tokens.shape[:-1]
-  flat = tokens.reshape((-1, tokens.shape[-1]))
+  flat = tokens.reshape((math.prod(batch), tokens.shape[-1]))
   counts = nm.scatter_rows(flat, valid.reshape(flat.shape).astype(jnp.int32), vocab_size, "add")
   return counts.reshape(batch + (vocab_size,))
 
@@ -85,8 +86,9 @@ def token_counts(tokens: Any, vocab_size: int, *, length: Any = None, start: Any
   tokens = _checks.int_array("tokens", tokens)
   if tokens.ndim < 1:
     raise ValueError("tokens must have shape [..., T]")
-  if not isinstance(vocab_size, int) or vocab_size < 1:
+  if not _checks.is_int(vocab_size) or vocab_size < 1:
     raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
+  vocab_size = int(vocab_size)
   _checks.check_token_ids("tokens", tokens, vocab_size, allow=pad_id)
   batch = tokens.shape[:-1]
   t = tokens.shape[-1]
@@ -122,7 +124,7 @@ def _check_counts(counts, logits):
 @jax.jit
 def _repetition_penalty(logits, counts, r):
   x = nm.sanitize(logits)
-  r = jnp.where(r > 0, r, 1.0)  # under jit an invalid penalty acts as the identity
+  r = jnp.where((r > 0) & jnp.isfinite(r), r, 1.0)  # under jit an invalid r is the identity
   y = jnp.where(x > 0, x / r, x * r)
   y = nm.clamp_finite(y, jnp.isfinite(x), logits.dtype)
   return nm.finish(jnp.where(counts > 0, y, x), logits.dtype)
@@ -159,7 +161,7 @@ def repetition_penalty(logits: Any, counts: Any, penalty: Any) -> jax.Array:
   """
   logits = _checks.check_logits(logits)
   counts = _check_counts(counts, logits)
-  _checks.check_range("repetition_penalty", penalty, lo=0.0, lo_open=True)
+  _checks.check_range("repetition_penalty", penalty, lo=0.0, lo_open=True, finite=True)
   return _repetition_penalty(
       logits, counts,
       _checks.row_param("repetition_penalty", penalty, logits.shape[:-1], jnp.float32))
@@ -240,6 +242,8 @@ def _ngram_banned(tokens, n, length, vocab_size_like):
   """Bool ``[..., V]`` of the tokens that would complete an n-gram seen in the row."""
   vocab_size = vocab_size_like.shape[-1]
   t = tokens.shape[-1]
+  if t == 0:  # an empty context bans nothing
+    return jnp.zeros(tokens.shape[:-1] + (vocab_size,), bool)
   j = jnp.arange(t)
   n = jnp.maximum(n, 0)
   length = jnp.clip(length, 0, t)
@@ -254,7 +258,7 @@ def _ngram_banned(tokens, n, length, vocab_size_like):
 
   alive = lax.fori_loop(1, jnp.max(n, initial=1), body, jnp.ones(tokens.shape, bool))
   banned = alive & (n >= 1) & (j >= n - 1) & (j < length)
-  flat = tokens.reshape((-1, t))
+  flat = tokens.reshape((math.prod(tokens.shape[:-1]), t))
   out = nm.scatter_rows(flat, banned.reshape(flat.shape), vocab_size, "max")
   return out.reshape(tokens.shape[:-1] + (vocab_size,))
 

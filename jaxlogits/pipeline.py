@@ -37,7 +37,7 @@ __all__ = ["SamplingParams", "process_logits", "sample_step"]
 
 # name: (dtype, identity, range check kwargs for _checks.check_range)
 _FIELDS: dict[str, tuple[Any, Any, dict]] = {
-    "temperature": (jnp.float32, 1.0, dict(lo=0.0)),
+    "temperature": (jnp.float32, 1.0, dict(lo=0.0, finite=True)),
     "top_k": (jnp.int32, 0, dict(lo=0, integer=True)),
     "top_p": (jnp.float32, 1.0, dict(lo=0.0, hi=1.0, lo_open=True)),
     "min_p": (jnp.float32, 0.0, dict(lo=0.0, hi=1.0)),
@@ -45,12 +45,12 @@ _FIELDS: dict[str, tuple[Any, Any, dict]] = {
     "epsilon_cutoff": (jnp.float32, 0.0, dict(lo=0.0, hi=1.0)),
     "eta_cutoff": (jnp.float32, 0.0, dict(lo=0.0, hi=1.0)),
     "top_n_sigma": (jnp.float32, 0.0, dict(finite=True)),
-    "repetition_penalty": (jnp.float32, 1.0, dict(lo=0.0, lo_open=True)),
+    "repetition_penalty": (jnp.float32, 1.0, dict(lo=0.0, lo_open=True, finite=True)),
     "frequency_penalty": (jnp.float32, 0.0, dict(finite=True)),
     "presence_penalty": (jnp.float32, 0.0, dict(finite=True)),
     "no_repeat_ngram_size": (jnp.int32, 0, dict(lo=0, integer=True)),
     "min_tokens": (jnp.int32, 0, dict(lo=0, integer=True)),
-    "temperature_last": (jnp.bool_, False, dict()),
+    "temperature_last": (jnp.bool_, False, dict(lo=0, hi=1, integer=True)),
 }
 
 
@@ -140,7 +140,7 @@ class SamplingParams(NamedTuple):
                          f"got shape {arr.shape}")
       if rng:
         _checks.check_range(name, arr, **rng)
-      fields[name] = jnp.broadcast_to(jnp.asarray(arr, dtype), (batch_size,))
+      fields[name] = _checks.row_param(name, arr, (batch_size,), dtype)[:, 0]
     if bias_rows is None:
       bias_rows = [logit_bias] * batch_size
     if len(bias_rows) != batch_size:

@@ -94,12 +94,18 @@ class History(NamedTuple):
       tokens = jnp.pad(tokens, pad)
     return cls(tokens, length, length)
 
-  def append(self, new_tokens: jax.Array) -> "History":
-    """Writes one token per row at its current length (rows at capacity are left unchanged)."""
+  def append(self, new_tokens: jax.Array, where: jax.Array | None = None) -> "History":
+    """Writes one token per row at its current length.
+
+    Rows where ``where`` is False, and rows already at capacity, are left unchanged.
+    """
     t = self.tokens.shape[-1]
     pos = jnp.arange(t) == self.length[..., None]
+    grow = jnp.ones(self.length.shape, bool) if where is None else where
+    pos &= grow[..., None]
     tokens = jnp.where(pos, new_tokens[..., None].astype(jnp.int32), self.tokens)
-    return self._replace(tokens=tokens, length=jnp.minimum(self.length + 1, t))
+    return self._replace(tokens=tokens,
+                         length=jnp.minimum(self.length + grow.astype(jnp.int32), t))
 
 
 class LogitsProcessor(NamedTuple):
@@ -137,7 +143,7 @@ def stateless(fn: Callable[[jax.Array, History], jax.Array]) -> LogitsProcessor:
 class ParamState(NamedTuple):
   """State of a stateless transform: its per-row parameter, injected so it can change."""
 
-  value: jax.Array  # [..., 1] parameter per row
+  value: jax.Array  # [..., 1] parameter per row ([..., V] for a dense logit bias)
 
 
 def _batch_shape(logits) -> tuple[int, ...]:
@@ -198,7 +204,16 @@ def top_n_sigma(n: Any) -> LogitsProcessor:
 
 def logit_bias(bias: Any) -> LogitsProcessor:
   """Processor form of :func:`jaxlogits.logit_bias` (``bias`` dense ``[V]`` or ``[..., V]``)."""
-  return _param_processor(lambda x, b: _bias._logit_bias(x, b[..., 0]), bias, jnp.float32)
+
+  def init(logits, history):
+    del history
+    return ParamState(jnp.broadcast_to(jnp.asarray(bias, jnp.float32), logits.shape))
+
+  def process(logits, state, history):
+    del history
+    return _bias._logit_bias(logits, state.value), state
+
+  return LogitsProcessor(init, process, _no_observe)
 
 
 def no_repeat_ngram(n: Any) -> LogitsProcessor:

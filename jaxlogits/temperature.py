@@ -17,7 +17,9 @@ __all__ = ["temperature"]
 def _temperature(logits: jax.Array, t: jax.Array) -> jax.Array:
   x = nm.sanitize(logits)
   positive = t > 0
-  scaled = nm.clamp_finite(x / jnp.where(positive, t, 1.0), jnp.isfinite(x), logits.dtype)
+  # +inf and -inf entries stay as they are (inf / inf would be NaN for t = inf under jit).
+  scaled = jnp.where(jnp.isinf(x), x, x / jnp.where(positive, t, 1.0))
+  scaled = nm.clamp_finite(scaled, jnp.isfinite(x), logits.dtype)
   # t == 0 (and, under jit, t < 0 or NaN): only the argmax survives, lowest index on ties.
   first_max = jnp.arange(x.shape[-1]) == nm.first_argmax(x)[..., None]
   greedy = nm.apply_mask(x, first_max)
@@ -54,5 +56,5 @@ def temperature(logits: Any, t: Any) -> jax.Array:
     Ackley, Hinton and Sejnowski, "A Learning Algorithm for Boltzmann Machines", 1985.
   """
   logits = _checks.check_logits(logits)
-  _checks.check_range("temperature", t, lo=0.0)
+  _checks.check_range("temperature", t, lo=0.0, finite=True)
   return _temperature(logits, _checks.row_param("temperature", t, logits.shape[:-1], jnp.float32))

@@ -403,7 +403,8 @@ def guidance_ref(cond, uncond, s) -> np.ndarray:
     conventions of :func:`log_softmax_ref`). ``s == 1`` returns ``lc`` and ``s == 0`` returns
     ``lu`` exactly (after clamping to float32 range). Otherwise the output is
     ``lu + s * (lc - lu)`` clamped to ``+-F32_MAX``, and ``-inf`` wherever ``lc`` or ``lu`` is
-    ``-inf``; if that leaves no finite entry while ``lc`` has one, the output is ``lc``.
+    ``-inf``. For every ``s`` (0 included), if that leaves no finite entry while ``lc`` has one,
+    the output is ``lc``: the conditional row is finite, so the result must be too.
 
     Args:
       cond: 1-D conditional logits.
@@ -421,11 +422,12 @@ def guidance_ref(cond, uncond, s) -> np.ndarray:
     if s == 1.0:
         return lc
     if s == 0.0:
-        return lu
-    both = np.isfinite(lc) & np.isfinite(lu)
-    with np.errstate(over="ignore", invalid="ignore"):
-        mixed = lu + s * (lc - lu)
-    out = np.where(both, clamp_f32(mixed), -_INF)
+        out = lu
+    else:
+        both = np.isfinite(lc) & np.isfinite(lu)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mixed = lu + s * (lc - lu)
+        out = np.where(both, clamp_f32(mixed), -_INF)
     if not np.isfinite(out).any() and np.isfinite(lc).any():
         return lc
     return _finish(out)

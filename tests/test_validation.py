@@ -14,7 +14,7 @@ C = jnp.array([[1, 0, 2], [0, 1, 0]])
 
 BAD_VALUES = [
     (lambda: jl.temperature(L, -0.5), "temperature must be in [0, inf)"),
-    (lambda: jl.temperature(L, jnp.nan), "temperature must be in"),
+    (lambda: jl.temperature(L, jnp.nan), "temperature must be a finite number"),
     (lambda: jl.top_p(L, 0.0), "top_p must be in (0, 1]"),
     (lambda: jl.top_p(L, 1.5), "top_p must be in (0, 1]"),
     (lambda: jl.top_p(L, jnp.array([0.5, -1.0])), "top_p must be in (0, 1], got -1"),
@@ -105,3 +105,32 @@ def test_jit_invariants_hold_for_any_parameter(name, row, value):
   assert not np.any(np.isnan(out))
   if np.any(np.isfinite(row)):
     assert np.any(out > -np.inf), (row, value, out)
+
+
+def test_review_regressions():
+  # infinite penalty / temperature are rejected eagerly and harmless under jit
+  with pytest.raises(ValueError, match="repetition_penalty must be a finite number"):
+    jl.repetition_penalty(jnp.zeros(2), jnp.ones(2, jnp.int32), float("inf"))
+  out = jax.jit(jl.repetition_penalty)(jnp.zeros(2), jnp.ones(2, jnp.int32), jnp.inf)
+  assert np.all(np.isfinite(np.asarray(out)))
+  out = jax.jit(jl.temperature)(jnp.array([jnp.inf, 1.0]), jnp.inf)
+  np.testing.assert_array_equal(out, [jnp.inf, 0.0])
+  # empty contexts
+  np.testing.assert_array_equal(jl.token_counts(jnp.zeros((2, 0), jnp.int32), 4), np.zeros((2, 4)))
+  np.testing.assert_array_equal(jl.no_repeat_ngram(jnp.zeros((2, 4)), jnp.zeros((2, 0), jnp.int32),
+                                                   2), np.zeros((2, 4)))
+  # integer parameters beyond int32 saturate instead of wrapping
+  x = jnp.array([[1.0, 2.0, 3.0, 4.0]])
+  np.testing.assert_array_equal(jl.top_k(x, np.int64(2**32 + 1)), x)
+  np.testing.assert_array_equal(jl.top_k(x, 2**31), x)
+  # temperature_last must be a bool
+  with pytest.raises(ValueError, match="temperature_last"):
+    jl.SamplingParams.create(2, temperature_last="false")
+  # NumPy integers are integers
+  assert jl.top_logprobs(x, np.int64(2))[1].shape == (1, 2)
+  assert jl.token_counts(jnp.array([1, 2]), np.int64(4)).shape == (4,)
+  # the dense-bias processor
+  proc = jl.processors.logit_bias(jnp.array([1.0, 0.0, -1.0, 0.0]))
+  hist = jl.History.empty((1,))
+  out, _ = proc.process(x, proc.init(x, hist), hist)
+  np.testing.assert_array_equal(out, [[2.0, 2.0, 2.0, 4.0]])

@@ -1,0 +1,433 @@
+"""Model-agnostic decode loops: generate (one compiled ``lax.while_loop``), stream, and score.
+
+The loops know the model only through a callback and its cache, as in t5x::
+
+    tokens_to_logits(tokens: int32[B, T], cache) -> (logits: float[B, T, V], cache)
+
+Rows are right-padded: a negative id is padding, which the model must neither write into its cache
+nor count as a position. The loop calls the callback once with the (right-padded) prompts, then
+once per step with one token per row (``-1`` for rows that have finished). Any JAX model fits;
+:func:`model_callback` adapts the built-in transformer.
+
+Each step calls :func:`jaxlogits.pipeline._process` (the standard pipeline of
+:func:`jaxlogits.process_logits`) with per-row :class:`jaxlogits.SamplingParams`, the counts of
+the prompt and the tokens so far (penalties), the history (n-gram bans) and the number of tokens
+generated (``min_tokens``), then draws with :func:`jaxlogits.sample`. Row ``r`` (prompt ``b``,
+sample ``j``) draws with ``fold_in(fold_in(fold_in(key, b), j), step)``: its tokens depend on its
+own key, prompt and parameters only, never on the other rows or on padding.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxlogits import _checks
+from jaxlogits import logprobs as _lp
+from jaxlogits import penalties as _pen
+from jaxlogits import pipeline as _pipeline
+from jaxlogits import sampling as _sampling
+from jaxlogits.processors import History
+
+__all__ = [
+    "FINISH_REASONS",
+    "DecodeState",
+    "GenerateOutput",
+    "ModelCache",
+    "generate",
+    "model_callback",
+    "score",
+    "stream",
+]
+
+#: Finish reason codes of :attr:`GenerateOutput.finish_reason`, by index.
+FINISH_REASONS = ("running", "eos", "stop", "length", "invalid_logits")
+RUNNING, EOS, STOP, LENGTH, INVALID = range(5)
+
+
+class GenerateOutput(NamedTuple):
+  """What :func:`generate` returns, one row per (prompt, sample)."""
+
+  tokens: jax.Array  # [R, N] int32 generated ids, -1 after the row finished
+  length: jax.Array  # [R] int32 number of generated tokens
+  finish_reason: jax.Array  # [R] int32 index into FINISH_REASONS
+  logprobs: jax.Array  # [R, N] float32 raw log-prob of each token (model's distribution)
+  processed_logprobs: jax.Array  # [R, N] float32 log-prob under the distribution sampled from
+  top_ids: jax.Array  # [R, N, K] int32 top-K alternatives of the raw distribution
+  top_logprobs: jax.Array  # [R, N, K] float32 their raw log-probs
+
+
+class DecodeState(NamedTuple):
+  """The loop state (a pytree) carried by ``lax.while_loop`` and by :func:`stream`."""
+
+  step: jax.Array  # [] int32 tokens generated so far (per running row)
+  history: History  # tokens [R, P + N], length [R], prompt_length [R]
+  counts: jax.Array  # [R, V] int32 counts of the prompt and generated tokens
+  next_logits: jax.Array  # [R, V] logits for the next token
+  cache: Any  # the model's cache
+  finished: jax.Array  # [R] bool
+  out: GenerateOutput
+
+
+class ModelCache(NamedTuple):
+  """Cache of :func:`model_callback`: the KV cache and each row's next free position."""
+
+  kv: Any  # jaxlogits.model.KVCache
+  position: jax.Array  # [B] int32
+
+
+def model_callback(model: Any, batch_size: int, max_len: int
+                   ) -> tuple[Callable[[jax.Array, ModelCache], tuple[jax.Array, ModelCache]],
+                              ModelCache]:
+  """Adapts the built-in transformer to the ``tokens_to_logits(tokens, cache)`` protocol.
+
+  Args:
+    model: a :class:`jaxlogits.model.Transformer`.
+    batch_size: rows ``B`` of the decode batch.
+    max_len: cache slots per row (prompt plus new tokens).
+
+  Returns:
+    ``(tokens_to_logits, initial_cache)``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from jaxlogits.model import create_model, get_config
+    >>> fn, cache = model_callback(create_model(get_config("tiny")), 2, 16)
+    >>> logits, cache = fn(jnp.array([[256, 65, 66], [256, 67, -1]]), cache)
+    >>> logits.shape, cache.position
+    ((2, 3, 259), Array([3, 2], dtype=int32))
+  """
+  from jaxlogits import model as _model  # local: keeps `import jaxlogits` free of Flax
+
+  apply = _model.make_tokens_to_logits(model)
+
+  def tokens_to_logits(tokens, cache):
+    tokens = jnp.asarray(tokens, jnp.int32)
+    valid = tokens >= 0
+    positions = cache.position[:, None] + jnp.arange(tokens.shape[1], dtype=jnp.int32)
+    logits, kv = apply(jnp.maximum(tokens, 0), positions, cache.kv, valid)
+    return logits, ModelCache(kv, cache.position + jnp.sum(valid, axis=1, dtype=jnp.int32))
+
+  cache = ModelCache(_model.init_cache(model.config, batch_size, max_len),
+                     jnp.zeros((batch_size,), jnp.int32))
+  return tokens_to_logits, cache
+
+
+def _last_valid(logits, lengths):
+  idx = jnp.clip(lengths - 1, 0, logits.shape[1] - 1)
+  return jnp.take_along_axis(logits, idx[:, None, None], axis=1)[:, 0]
+
+
+def _stop_hit(history: History, stop: jax.Array) -> jax.Array:
+  """Whether each row's generated text now ends with one of the stop sequences.
+
+  ``stop`` is ``[S, L]`` with each sequence right-aligned and left-padded with -1.
+  """
+  s, l = stop.shape
+  if s == 0:
+    return jnp.zeros(history.length.shape, bool)
+  idx = history.length[:, None] - l + jnp.arange(l)  # [R, L] the last L positions
+  tail = jnp.take_along_axis(history.tokens, jnp.clip(idx, 0, None), axis=1)
+  generated = idx >= history.prompt_length[:, None]
+  ok = (stop[None] < 0) | ((tail[:, None, :] == stop[None]) & generated[:, None, :])
+  return jnp.any(jnp.all(ok, axis=-1), axis=-1)
+
+
+def _init(tokens_to_logits, cache, prompts, prompt_lengths, *, max_new_tokens, top_k):
+  r, p = prompts.shape
+  prompt_tokens = jnp.where(jnp.arange(p) < prompt_lengths[:, None], prompts, -1)
+  logits, cache = tokens_to_logits(prompt_tokens, cache)
+  next_logits = _last_valid(logits, prompt_lengths).astype(jnp.float32)
+  v = next_logits.shape[-1]
+  history = History.from_prompt(jnp.maximum(prompt_tokens, 0), prompt_lengths,
+                                capacity=p + max_new_tokens)
+  counts = _pen._token_counts(history.tokens, prompt_lengths, prompt_lengths, 0, vocab_size=v,
+                              has_length=True, has_start=False, has_pad=False)
+  out = GenerateOutput(
+      tokens=jnp.full((r, max_new_tokens), -1, jnp.int32),
+      length=jnp.zeros((r,), jnp.int32),
+      finish_reason=jnp.zeros((r,), jnp.int32),
+      logprobs=jnp.zeros((r, max_new_tokens), jnp.float32),
+      processed_logprobs=jnp.zeros((r, max_new_tokens), jnp.float32),
+      top_ids=jnp.zeros((r, max_new_tokens, top_k), jnp.int32),
+      top_logprobs=jnp.zeros((r, max_new_tokens, top_k), jnp.float32))
+  return DecodeState(jnp.zeros((), jnp.int32), history, counts, next_logits, cache,
+                     jnp.zeros((r,), bool), out)
+
+
+def _step(tokens_to_logits, state: DecodeState, params, row_keys, eos_ids, stop, *,
+          max_new_tokens, top_k):
+  hist, out = state.history, state.out
+  active = ~state.finished
+  generated = hist.length - hist.prompt_length
+  processed = _pipeline._process(state.next_logits, params, state.counts, hist.tokens,
+                                 hist.length, generated, eos_ids, None)
+  keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, state.step)
+  tok = _sampling._sample(keys, processed)
+  tok = jnp.where(active, tok, -1)
+  emitted = tok >= 0
+  col = state.step
+  raw_lp = _lp._token_logprobs(state.next_logits, tok)
+  proc_lp = _lp._token_logprobs(processed, tok)
+  keep = lambda new, old: jnp.where(active, new, old)
+  out = out._replace(
+      tokens=out.tokens.at[:, col].set(tok),
+      length=out.length + emitted,
+      logprobs=out.logprobs.at[:, col].set(keep(raw_lp, 0.0)),
+      processed_logprobs=out.processed_logprobs.at[:, col].set(keep(proc_lp, 0.0)))
+  if top_k:
+    top_lp, top_ids = _lp._top_logprobs(state.next_logits, top_k)
+    out = out._replace(top_ids=out.top_ids.at[:, col].set(top_ids),
+                       top_logprobs=out.top_logprobs.at[:, col].set(top_lp))
+  hist = hist.append(tok, where=emitted)
+  counts = state.counts + (jnp.arange(state.counts.shape[-1]) == tok[:, None])
+  is_eos = emitted & jnp.any(tok[:, None] == eos_ids, axis=-1)
+  is_stop = emitted & _stop_hit(hist, stop)
+  at_length = emitted & (generated + 1 >= max_new_tokens)
+  reason = jnp.where(active & ~emitted, INVALID,
+                     jnp.where(is_eos, EOS, jnp.where(is_stop, STOP,
+                                                      jnp.where(at_length, LENGTH, RUNNING))))
+  reason = jnp.where(active, reason, out.finish_reason)
+  finished = reason != RUNNING
+  out = out._replace(finish_reason=reason)
+  feed = jnp.where(finished, -1, tok)[:, None]
+  logits, cache = tokens_to_logits(feed, state.cache)
+  return DecodeState(state.step + 1, hist, counts, logits[:, 0].astype(jnp.float32), cache,
+                     finished, out)
+
+
+def _row_keys(key, num_prompts, num_samples):
+  typed = _sampling.row_keys(key, ())
+  per_prompt = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(typed, jnp.arange(num_prompts))
+  both = jax.vmap(lambda k: jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+      k, jnp.arange(num_samples)))(per_prompt)
+  return both.reshape(num_prompts * num_samples)
+
+
+class _Prepared(NamedTuple):
+  prompts: jax.Array
+  lengths: jax.Array
+  params: Any
+  row_keys: jax.Array
+  eos: jax.Array
+  stop: jax.Array
+
+
+def _prepare(key, prompts, prompt_lengths, params, eos_token_id, stop_sequences, num_samples,
+             max_new_tokens):
+  prompts = _checks.int_array("prompts", prompts)
+  if prompts.ndim != 2 or prompts.shape[1] < 1:
+    raise ValueError(f"prompts must be [B, P] right-padded token ids, got {prompts.shape}")
+  b = prompts.shape[0]
+  lengths = jnp.broadcast_to(jnp.asarray(
+      prompts.shape[1] if prompt_lengths is None else prompt_lengths, jnp.int32), (b,))
+  _checks.check_range("prompt_lengths", lengths, lo=1, hi=prompts.shape[1], integer=True)
+  if not isinstance(num_samples, int) or num_samples < 1:
+    raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
+  if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+    raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+  r = b * num_samples
+  rows = params.temperature.shape[0]
+  if rows == b and num_samples > 1:
+    params = jax.tree.map(lambda a: jnp.repeat(a, num_samples, axis=0), params)
+  elif rows != r:
+    raise ValueError(f"params has {rows} rows; expected {b} (one per prompt) or {r} "
+                     "(one per prompt and sample)")
+  eos = jnp.asarray([] if eos_token_id is None else eos_token_id, jnp.int32).reshape(-1)
+  eos = jnp.broadcast_to(eos, (r, eos.shape[0]))
+  seqs = [list(s) for s in (stop_sequences or [])]
+  if any(len(s) == 0 for s in seqs):
+    raise ValueError("stop_sequences must not contain an empty sequence")
+  width = max((len(s) for s in seqs), default=0)
+  stop = np.full((len(seqs), width), -1, np.int32)
+  for i, s in enumerate(seqs):
+    stop[i, width - len(s):] = s
+  return _Prepared(jnp.repeat(prompts, num_samples, axis=0),
+                   jnp.repeat(lengths, num_samples, axis=0), params,
+                   _row_keys(key, b, num_samples), eos, jnp.asarray(stop))
+
+
+@functools.partial(jax.jit, static_argnames=("tokens_to_logits", "max_new_tokens", "top_k"))
+def _generate(tokens_to_logits, cache, prep: _Prepared, *, max_new_tokens, top_k):
+  state = _init(tokens_to_logits, cache, prep.prompts, prep.lengths,
+                max_new_tokens=max_new_tokens, top_k=top_k)
+  body = functools.partial(_step, tokens_to_logits, params=prep.params, row_keys=prep.row_keys,
+                           eos_ids=prep.eos, stop=prep.stop, max_new_tokens=max_new_tokens,
+                           top_k=top_k)
+  state = lax.while_loop(lambda s: (s.step < max_new_tokens) & ~jnp.all(s.finished), body, state)
+  return state.out
+
+
+def generate(key: Any, tokens_to_logits: Callable, cache: Any, prompts: Any,
+             prompt_lengths: Any = None, params: _pipeline.SamplingParams | None = None, *,
+             max_new_tokens: int, eos_token_id: Any = None,
+             stop_sequences: Sequence[Sequence[int]] | None = None, num_samples: int = 1,
+             top_logprobs: int = 0) -> GenerateOutput:
+  """Samples continuations of a batch of prompts in one compiled ``lax.while_loop``.
+
+  The loop exits as soon as every row has finished: by an end-of-sequence id (``eos``), a stop
+  sequence (``stop``; the stop tokens are kept in the output), ``max_new_tokens`` (``length``),
+  or a step whose processed logits had no finite entry (``invalid_logits``).
+
+  Args:
+    key: a PRNG key. Row ``(b, j)`` uses ``fold_in(fold_in(key, b), j)``, folded with the step.
+    tokens_to_logits: the model callback (see the module docstring); hashable (it is static).
+    cache: the model's initial cache for ``B * num_samples`` rows.
+    prompts: ``[B, P]`` right-padded prompt ids.
+    prompt_lengths: ``[B]`` prompt lengths (``>= 1``), default ``P``.
+    params: :class:`jaxlogits.SamplingParams` with ``B`` or ``B * num_samples`` rows (default:
+      plain sampling).
+    max_new_tokens: the most tokens generated per row (static).
+    eos_token_id: end-of-sequence id(s); banned until ``min_tokens`` tokens were generated.
+    stop_sequences: token-id sequences that end a row when its output ends with one.
+    num_samples: samples per prompt; rows are ordered prompt-major.
+    top_logprobs: number of raw top alternatives recorded per position (static, up to ``V``).
+
+  Returns:
+    A :class:`GenerateOutput` with ``B * num_samples`` rows.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, jaxlogits as jl
+    >>> from jaxlogits.model import create_model, get_config
+    >>> fn, cache = model_callback(create_model(get_config("tiny")), 2, 16)
+    >>> out = generate(jax.random.key(0), fn, cache, jnp.array([[256, 65], [256, 0]]),
+    ...                jnp.array([2, 1]), jl.SamplingParams.create(2, temperature=0.0),
+    ...                max_new_tokens=4)
+    >>> out.tokens.shape, [FINISH_REASONS[int(r)] for r in out.finish_reason]
+    ((2, 4), ['length', 'length'])
+  """
+  prompts_arr = _checks.int_array("prompts", prompts)
+  if params is None:
+    params = _pipeline.SamplingParams.create(prompts_arr.shape[0] if prompts_arr.ndim else 1)
+  if not isinstance(top_logprobs, int) or top_logprobs < 0:
+    raise ValueError(f"top_logprobs must be an int >= 0, got {top_logprobs!r}")
+  prep = _prepare(key, prompts_arr, prompt_lengths, params, eos_token_id, stop_sequences,
+                  num_samples, max_new_tokens)
+  return _generate(tokens_to_logits, cache, prep, max_new_tokens=max_new_tokens,
+                   top_k=top_logprobs)
+
+
+@functools.partial(jax.jit, static_argnames=("tokens_to_logits", "max_new_tokens", "top_k"))
+def _stream_init(tokens_to_logits, cache, prep, *, max_new_tokens, top_k):
+  return _init(tokens_to_logits, cache, prep.prompts, prep.lengths,
+               max_new_tokens=max_new_tokens, top_k=top_k)
+
+
+@functools.partial(jax.jit, static_argnames=("tokens_to_logits", "max_new_tokens", "top_k"))
+def _stream_step(tokens_to_logits, state, prep, *, max_new_tokens, top_k):
+  return _step(tokens_to_logits, state, prep.params, prep.row_keys, prep.eos, prep.stop,
+               max_new_tokens=max_new_tokens, top_k=top_k)
+
+
+def stream(key: Any, tokens_to_logits: Callable, cache: Any, prompts: Any,
+           prompt_lengths: Any = None, params: _pipeline.SamplingParams | None = None, *,
+           max_new_tokens: int, eos_token_id: Any = None,
+           stop_sequences: Sequence[Sequence[int]] | None = None, num_samples: int = 1,
+           top_logprobs: int = 0) -> Iterator[DecodeState]:
+  """Like :func:`generate`, but yields the state after every step, as tokens are decoded.
+
+  It runs the same step function as the compiled loop, one jitted call per token, so it produces
+  exactly the same tokens for the same key. The newest token of each row is
+  ``state.out.tokens[:, state.step - 1]`` (``-1`` for rows that had already finished).
+
+  Args:
+    key, tokens_to_logits, cache, prompts, prompt_lengths, params, max_new_tokens,
+    eos_token_id, stop_sequences, num_samples, top_logprobs: as for :func:`generate`.
+
+  Returns:
+    An iterator of :class:`DecodeState`; the last one's ``out`` equals :func:`generate`'s result.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, jaxlogits as jl
+    >>> from jaxlogits.model import create_model, get_config
+    >>> fn, cache = model_callback(create_model(get_config("tiny")), 1, 8)
+    >>> steps = list(stream(jax.random.key(0), fn, cache, jnp.array([[256]]),
+    ...                     max_new_tokens=3))
+    >>> len(steps), steps[-1].out.tokens.shape
+    (3, (1, 3))
+  """
+  prompts_arr = _checks.int_array("prompts", prompts)
+  if params is None:
+    params = _pipeline.SamplingParams.create(prompts_arr.shape[0] if prompts_arr.ndim else 1)
+  prep = _prepare(key, prompts_arr, prompt_lengths, params, eos_token_id, stop_sequences,
+                  num_samples, max_new_tokens)
+  static = dict(max_new_tokens=max_new_tokens, top_k=top_logprobs)
+  state = _stream_init(tokens_to_logits, cache, prep, **static)
+  while int(state.step) < max_new_tokens and not bool(jnp.all(state.finished)):
+    state = _stream_step(tokens_to_logits, state, prep, **static)
+    yield state
+
+
+class ScoreOutput(NamedTuple):
+  """What :func:`score` returns."""
+
+  total: jax.Array  # [B] float32 sum of the continuation's token log-probs
+  token_logprobs: jax.Array  # [B, C] float32 per continuation token (0 past its length)
+  length: jax.Array  # [B] int32 continuation lengths
+
+
+@functools.partial(jax.jit, static_argnames=("tokens_to_logits",))
+def _score(tokens_to_logits, cache, prompts, prompt_lengths, conts, cont_lengths):
+  b, p = prompts.shape
+  c = conts.shape[1]
+  total_len = prompt_lengths + cont_lengths
+  pos = jnp.arange(p + c)
+  # row = prompt[:len] ++ continuation[:clen], right-padded with -1
+  from_prompt = jnp.take_along_axis(prompts, jnp.clip(pos, 0, p - 1)[None].repeat(b, 0), 1)
+  cont_idx = jnp.clip(pos[None] - prompt_lengths[:, None], 0, c - 1)
+  from_cont = jnp.take_along_axis(conts, cont_idx, 1)
+  seq = jnp.where(pos[None] < prompt_lengths[:, None], from_prompt, from_cont)
+  seq = jnp.where(pos[None] < total_len[:, None], seq, -1)
+  logits, _ = tokens_to_logits(seq, cache)
+  # the logits at position t predict the token at t + 1
+  target_pos = prompt_lengths[:, None] + jnp.arange(c)[None]  # positions of continuation tokens
+  pred = jnp.take_along_axis(logits, (target_pos - 1)[..., None], axis=1)
+  lp = _lp._token_logprobs(pred, conts)
+  lp = jnp.where(jnp.arange(c)[None] < cont_lengths[:, None], lp, 0.0)
+  return ScoreOutput(jnp.sum(lp, axis=1), lp, cont_lengths)
+
+
+def score(tokens_to_logits: Callable, cache: Any, prompts: Any, prompt_lengths: Any,
+          continuations: Any, continuation_lengths: Any = None) -> ScoreOutput:
+  r"""Log-likelihood of given continuations of given prompts, in one batched call.
+
+  .. math::
+    \log p(c \mid x) = \textstyle\sum_{t} \log p(c_t \mid x, c_{<t})
+
+  Args:
+    tokens_to_logits: the model callback; it is called once on the concatenated rows.
+    cache: the model's initial cache for ``B`` rows (room for prompt plus continuation).
+    prompts: ``[B, P]`` right-padded prompt ids; ``prompt_lengths`` ``[B]`` (``>= 1``).
+    prompt_lengths: ``[B]`` prompt lengths.
+    continuations: ``[B, C]`` right-padded continuation ids.
+    continuation_lengths: ``[B]`` continuation lengths (default ``C``).
+
+  Returns:
+    A :class:`ScoreOutput`: totals ``[B]``, per-token log-probs ``[B, C]`` and lengths.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from jaxlogits.model import create_model, get_config
+    >>> fn, cache = model_callback(create_model(get_config("tiny")), 2, 8)
+    >>> out = score(fn, cache, jnp.array([[256, 65], [256, 0]]), jnp.array([2, 1]),
+    ...             jnp.array([[66, 67], [68, 0]]), jnp.array([2, 1]))
+    >>> out.token_logprobs.shape, bool(out.token_logprobs[1, 1] == 0)
+    ((2, 2), True)
+  """
+  prompts = _checks.int_array("prompts", prompts)
+  conts = _checks.int_array("continuations", continuations)
+  b = prompts.shape[0]
+  if conts.ndim != 2 or conts.shape[0] != b:
+    raise ValueError(f"continuations must be [{b}, C], got {conts.shape}")
+  pl = jnp.broadcast_to(jnp.asarray(prompt_lengths, jnp.int32), (b,))
+  cl = jnp.broadcast_to(jnp.asarray(conts.shape[1] if continuation_lengths is None
+                                    else continuation_lengths, jnp.int32), (b,))
+  _checks.check_range("prompt_lengths", pl, lo=1, hi=prompts.shape[1], integer=True)
+  _checks.check_range("continuation_lengths", cl, lo=0, hi=conts.shape[1], integer=True)
+  return _score(tokens_to_logits, cache, prompts, pl, conts, cl)

@@ -1,0 +1,165 @@
+"""Decode loops (jaxlogits/decode.py): generate, stream, score."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlogits as jl
+from jaxlogits import decode
+from jaxlogits.model import create_model, get_config
+
+V = 12
+
+
+class CountingCache(tuple):
+  pass
+
+
+def counting_model(tokens, cache):
+  """A toy model: after token t it strongly predicts (t + 1) % V. The cache is the last token."""
+  valid = tokens >= 0
+  last = jnp.where(valid, tokens, cache[:, None])
+  # running "last valid token" along the time axis
+  last = jax.lax.associative_scan(lambda a, b: jnp.where(b >= 0, b, a),
+                                  jnp.where(valid, tokens, -1), axis=1)
+  last = jnp.where(last >= 0, last, cache[:, None])
+  logits = jax.nn.one_hot((last + 1) % V, V) * 20.0
+  new_cache = last[:, -1]
+  return logits, new_cache
+
+
+def _counting_cache(b):
+  return jnp.zeros((b,), jnp.int32)
+
+
+def test_eos_ends_exactly_at_the_eos_token():
+  out = decode.generate(jax.random.key(0), counting_model, _counting_cache(2),
+                        jnp.array([[3, 0], [7, 8]]), jnp.array([1, 2]),
+                        jl.SamplingParams.create(2, temperature=0.0), max_new_tokens=8,
+                        eos_token_id=6)
+  # row 0: 4 5 6 (eos); row 1: 9 10 11 0 1 2 3 4 (length)
+  np.testing.assert_array_equal(out.tokens[0], [4, 5, 6, -1, -1, -1, -1, -1])
+  np.testing.assert_array_equal(out.tokens[1], [9, 10, 11, 0, 1, 2, 3, 4])
+  np.testing.assert_array_equal(out.length, [3, 8])
+  assert [decode.FINISH_REASONS[int(r)] for r in out.finish_reason] == ["eos", "length"]
+
+
+def test_stop_sequences_end_exactly_after_the_sequence_and_only_in_the_output():
+  # the prompt already contains "4 5": a stop sequence must match generated tokens only
+  out = decode.generate(jax.random.key(0), counting_model, _counting_cache(1),
+                        jnp.array([[4, 5, 2]]), None,
+                        jl.SamplingParams.create(1, temperature=0.0), max_new_tokens=10,
+                        stop_sequences=[[4, 5], [11, 11]])
+  np.testing.assert_array_equal(out.tokens[0, :3], [3, 4, 5])
+  assert int(out.length[0]) == 3
+  assert decode.FINISH_REASONS[int(out.finish_reason[0])] == "stop"
+
+
+def test_min_tokens_suppresses_eos():
+  params = jl.SamplingParams.create(1, temperature=0.0, min_tokens=5)
+  out = decode.generate(jax.random.key(0), counting_model, _counting_cache(1),
+                        jnp.array([[4]]), None, params, max_new_tokens=8, eos_token_id=5)
+  assert int(out.tokens[0, 0]) != 5  # eos was most likely but banned
+  assert int(out.length[0]) >= 5
+
+
+def test_invalid_logits_finish_reason():
+  def nan_model(tokens, cache):
+    return jnp.full(tokens.shape + (V,), jnp.nan), cache
+  out = decode.generate(jax.random.key(0), nan_model, _counting_cache(1), jnp.array([[1]]),
+                        max_new_tokens=4)
+  assert decode.FINISH_REASONS[int(out.finish_reason[0])] == "invalid_logits"
+  assert int(out.length[0]) == 0
+
+
+@functools.lru_cache(maxsize=None)
+def _tiny():
+  return create_model(get_config("tiny"), seed=0)
+
+
+def _callback(b, max_len=32):
+  return decode.model_callback(_tiny(), b, max_len)
+
+
+PROMPTS = jnp.array([[256, 100, 101, 102, 103], [256, 65, 0, 0, 0], [256, 1, 2, 3, 0]])
+LENGTHS = jnp.array([5, 2, 4])
+
+
+def test_rows_do_not_depend_on_batch_mates_or_padding():
+  params = jl.SamplingParams.create(3, temperature=[1.0, 0.8, 1.2], top_p=[0.9, 1.0, 0.8],
+                                    repetition_penalty=1.2)
+  fn, cache = _callback(3)
+  full = decode.generate(jax.random.key(3), fn, cache, PROMPTS, LENGTHS, params,
+                         max_new_tokens=10)
+  for i in range(3):
+    fn1, cache1 = _callback(1)
+    # the same row alone, with a different amount of padding and its own key derivation:
+    # prompt index i is replaced by 0, so fold the key the same way by hand
+    alone = decode._generate(
+        fn1, cache1, decode._Prepared(
+            jnp.pad(PROMPTS[i:i + 1, :int(LENGTHS[i])], ((0, 0), (0, 3))), LENGTHS[i:i + 1],
+            jax.tree.map(lambda a: a[i:i + 1], params),
+            decode._row_keys(jax.random.key(3), 3, 1)[i:i + 1],
+            jnp.zeros((1, 0), jnp.int32), jnp.zeros((0, 0), jnp.int32)),
+        max_new_tokens=10, top_k=0)
+    np.testing.assert_array_equal(alone.tokens[0], full.tokens[i])
+
+
+def test_same_key_same_tokens_and_samples_are_distinct():
+  fn, cache = _callback(6)
+  params = jl.SamplingParams.create(2, temperature=1.0)
+  run = lambda: decode.generate(jax.random.key(5), fn, cache, PROMPTS[:2], LENGTHS[:2], params,
+                                max_new_tokens=12, num_samples=3)
+  a, b = run(), run()
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+  assert len({tuple(np.asarray(t)) for t in a.tokens[:3]}) == 3  # 3 distinct samples
+
+
+def test_stream_matches_compiled_loop():
+  params = jl.SamplingParams.create(3, temperature=[0.9, 0.0, 1.1], top_k=[0, 0, 20],
+                                    min_p=0.05)
+  fn, cache = _callback(3)
+  kwargs = dict(max_new_tokens=9, eos_token_id=10, top_logprobs=3)
+  compiled = decode.generate(jax.random.key(1), fn, cache, PROMPTS, LENGTHS, params, **kwargs)
+  states = list(decode.stream(jax.random.key(1), fn, cache, PROMPTS, LENGTHS, params, **kwargs))
+  streamed = states[-1].out
+  for a, b in zip(compiled, streamed):
+    np.testing.assert_array_equal(a, b)
+  # tokens appear step by step
+  np.testing.assert_array_equal(states[0].out.tokens[:, 0], compiled.tokens[:, 0])
+
+
+def test_logprobs_and_top_alternatives():
+  fn, cache = _callback(3)
+  out = decode.generate(jax.random.key(2), fn, cache, PROMPTS, LENGTHS,
+                        jl.SamplingParams.create(3, top_k=5), max_new_tokens=4, top_logprobs=5)
+  # processed log-probs (after top_k 5) are >= raw ones, and the chosen token is in the top 5
+  assert np.all(np.asarray(out.processed_logprobs) >= np.asarray(out.logprobs) - 1e-6)
+  assert np.all(np.any(np.asarray(out.top_ids) == np.asarray(out.tokens)[..., None], -1))
+  np.testing.assert_allclose(out.top_logprobs[..., 0] >= out.top_logprobs[..., 1], True)
+
+
+def test_score_equals_summed_token_logprobs():
+  model = _tiny()
+  fn, cache = _callback(2)
+  prompts = jnp.array([[256, 72, 105], [256, 0, 0]])
+  conts = jnp.array([[33, 10, 0], [65, 66, 67]])
+  out = decode.score(fn, cache, prompts, jnp.array([3, 1]), conts, jnp.array([2, 3]))
+  for b, (p, c) in enumerate([([256, 72, 105], [33, 10]), ([256], [65, 66, 67])]):
+    seq = jnp.array([p + c])
+    logits = model.forward(seq)[0]
+    want = jl.token_logprobs(logits[len(p) - 1:-1], jnp.array(c))
+    np.testing.assert_allclose(out.token_logprobs[b, :len(c)], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out.total[b], want.sum(), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_arguments():
+  fn, cache = _callback(1)
+  with pytest.raises(ValueError, match="max_new_tokens"):
+    decode.generate(jax.random.key(0), fn, cache, jnp.array([[256]]), max_new_tokens=0)
+  with pytest.raises(ValueError, match="prompt_lengths"):
+    decode.generate(jax.random.key(0), fn, cache, jnp.array([[256]]), jnp.array([2]),
+                    max_new_tokens=2)
