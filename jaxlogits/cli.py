@@ -18,6 +18,7 @@ Implemented here:
   With no flags it reproduces the shipped default checkpoint's training.
 * ``jaxlogits eval FILE... [--checkpoint DIR]``: bits per byte of each file
   and overall (the held-out scoring of :mod:`jaxlogits.train`).
+* ``jaxlogits generate PROMPT [...]`` (:mod:`jaxlogits.generate_cli`): sample text.
 """
 
 from __future__ import annotations
@@ -258,6 +259,9 @@ register_command("train", "train a model on the Python standard library sources"
                  _add_train_args, _run_train)
 register_command("eval", "bits per byte of files under a checkpoint",
                  _add_eval_args, _run_eval)
+
+# Commands defined in their own modules register themselves on import.
+from jaxlogits import generate_cli  # noqa: E402,F401  (after register_command exists)
 
 
 def build_parser() -> argparse.ArgumentParser:
