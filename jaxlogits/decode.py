@@ -1,4 +1,5 @@
-"""Model-agnostic decode loops: generate (one compiled ``lax.while_loop``), stream, and score.
+"""Model-agnostic decode loops: generate (one compiled ``lax.while_loop``), stream, beam search
+and score.
 
 The loops know the model only through a callback and its cache, as in t5x::
 
@@ -37,9 +38,12 @@ from jaxlogits.processors import History
 
 __all__ = [
     "FINISH_REASONS",
+    "BeamOutput",
     "DecodeState",
     "GenerateOutput",
     "ModelCache",
+    "ScoreOutput",
+    "beam_search",
     "generate",
     "model_callback",
     "score",
@@ -431,3 +435,171 @@ def score(tokens_to_logits: Callable, cache: Any, prompts: Any, prompt_lengths: 
   _checks.check_range("prompt_lengths", pl, lo=1, hi=prompts.shape[1], integer=True)
   _checks.check_range("continuation_lengths", cl, lo=0, hi=conts.shape[1], integer=True)
   return _score(tokens_to_logits, cache, prompts, pl, conts, cl)
+
+
+class BeamOutput(NamedTuple):
+  """What :func:`beam_search` returns: ``K`` hypotheses per prompt, best first."""
+
+  tokens: jax.Array  # [B, K, N] int32, -1 after each hypothesis' end
+  length: jax.Array  # [B, K] int32 generated tokens (EOS included)
+  scores: jax.Array  # [B, K] float32 sum of log-probs / length ** length_penalty
+  logprob: jax.Array  # [B, K] float32 sum of processed log-probs (unnormalised)
+  finished: jax.Array  # [B, K] bool: ended with EOS (else it ran out of max_new_tokens)
+
+
+class _BeamState(NamedTuple):
+  step: jax.Array  # [] int32
+  history: History  # [B*K] rows
+  counts: jax.Array  # [B*K, V]
+  next_logits: jax.Array  # [B*K, V]
+  cache: Any
+  alive_tokens: jax.Array  # [B, K, N]
+  alive_logprob: jax.Array  # [B, K]
+  fin_tokens: jax.Array  # [B, K, N]
+  fin_score: jax.Array  # [B, K] normalised, -inf = empty slot
+  fin_logprob: jax.Array  # [B, K]
+  fin_length: jax.Array  # [B, K]
+  done: jax.Array  # [B] bool
+
+
+def _normalise(logprob, length, length_penalty):
+  return logprob / jnp.maximum(length, 1).astype(jnp.float32) ** length_penalty
+
+
+def _beam_step(tokens_to_logits, s: _BeamState, params, eos_ids, length_penalty, *, k,
+               max_new_tokens):
+  from jaxlogits import _numerics as nm
+
+  b = s.alive_logprob.shape[0]
+  hist = s.history
+  generated = hist.length - hist.prompt_length
+  processed = _pipeline._process(s.next_logits, params, s.counts, hist.tokens, hist.length,
+                                 generated, eos_ids, None)
+  v = processed.shape[-1]
+  logp = _lp._log_softmax(processed).reshape(b, k, v)
+  cand = (s.alive_logprob[..., None] + logp).reshape(b, k * v)
+  width = min(2 * k, k * v)
+  top_lp, top_idx = nm.top_values(cand, width)  # ties: lower beam, then lower token id first
+  beam, tok = top_idx // v, (top_idx % v).astype(jnp.int32)
+  is_eos = jnp.any(tok[..., None] == eos_ids[:1, None, :], axis=-1) & (top_lp > -jnp.inf)
+  length = s.step + 1
+  # finished hypotheses: the EOS candidates, merged with the ones kept so far
+  parent_tokens = jnp.take_along_axis(s.alive_tokens, beam[..., None], axis=1)
+  new_tokens = parent_tokens.at[:, :, s.step].set(tok)
+  cand_score = jnp.where(is_eos, _normalise(top_lp, length, length_penalty), -jnp.inf)
+  all_score = jnp.concatenate([s.fin_score, cand_score], axis=1)
+  best_score, best = nm.top_values(all_score, k)
+  pick = lambda old, new: jnp.take_along_axis(
+      jnp.concatenate([old, new], axis=1), best.reshape(best.shape + (1,) * (old.ndim - 2)),
+      axis=1)
+  fin_tokens = pick(s.fin_tokens, new_tokens)
+  fin_logprob = pick(s.fin_logprob, top_lp)
+  fin_length = pick(s.fin_length, jnp.full(top_lp.shape, length, jnp.int32))
+  # alive beams: the best k candidates that are not EOS
+  alive_lp, order = nm.top_values(jnp.where(is_eos, -jnp.inf, top_lp), k)
+  src_beam = jnp.take_along_axis(beam, order, axis=1)
+  alive_tok = jnp.take_along_axis(tok, order, axis=1)
+  alive_tokens = jnp.take_along_axis(new_tokens, order[..., None], axis=1)
+  rows = (jnp.arange(b)[:, None] * k + src_beam).reshape(-1)
+  gather = lambda x: x[rows]
+  history = jax.tree.map(gather, hist).append(alive_tok.reshape(-1))
+  counts = gather(s.counts) + (jnp.arange(v) == alive_tok.reshape(-1, 1))
+  # HF's heuristic stop: k finished hypotheses, none of the alive ones can still beat the worst
+  full = jnp.all(best_score > -jnp.inf, axis=1)
+  best_alive = _normalise(jnp.max(alive_lp, axis=1), length, length_penalty)
+  done = s.done | (full & (best_alive <= jnp.min(best_score, axis=1))) | jnp.all(
+      alive_lp == -jnp.inf, axis=1)
+  feed = jnp.where(jnp.repeat(done, k), -1, alive_tok.reshape(-1))[:, None]
+  logits, cache = tokens_to_logits(feed, jax.tree.map(gather, s.cache))
+  return _BeamState(s.step + 1, history, counts, logits[:, 0].astype(jnp.float32), cache,
+                    alive_tokens, alive_lp, fin_tokens, best_score, fin_logprob, fin_length,
+                    done)
+
+
+@functools.partial(jax.jit, static_argnames=("tokens_to_logits", "k", "max_new_tokens"))
+def _beam_search(tokens_to_logits, cache, prep: _Prepared, length_penalty, *, k, max_new_tokens):
+  from jaxlogits import _numerics as nm
+
+  init = _init(tokens_to_logits, cache, prep.prompts, prep.lengths,
+               max_new_tokens=max_new_tokens, top_k=0)
+  b = prep.prompts.shape[0] // k
+  first = jnp.where(jnp.arange(k) == 0, 0.0, -jnp.inf)
+  neg = jnp.full((b, k), -jnp.inf)
+  state = _BeamState(
+      init.step, init.history, init.counts, init.next_logits, init.cache,
+      jnp.full((b, k, max_new_tokens), -1, jnp.int32), jnp.broadcast_to(first, (b, k)),
+      jnp.full((b, k, max_new_tokens), -1, jnp.int32), neg, neg,
+      jnp.zeros((b, k), jnp.int32), jnp.zeros((b,), bool))
+  body = functools.partial(_beam_step, tokens_to_logits, params=prep.params, eos_ids=prep.eos,
+                           length_penalty=length_penalty, k=k, max_new_tokens=max_new_tokens)
+  state = lax.while_loop(lambda s: (s.step < max_new_tokens) & ~jnp.all(s.done), body, state)
+  # beams still alive at the end compete with the finished ones
+  n = state.step
+  alive_score = jnp.where(state.done[:, None], -jnp.inf,
+                          _normalise(state.alive_logprob, n, length_penalty))
+  scores = jnp.concatenate([state.fin_score, alive_score], axis=1)
+  best_score, best = nm.top_values(scores, k)
+  pick = lambda fin, alive: jnp.take_along_axis(
+      jnp.concatenate([fin, alive], axis=1), best.reshape(best.shape + (1,) * (fin.ndim - 2)),
+      axis=1)
+  tokens = pick(state.fin_tokens, state.alive_tokens)
+  return BeamOutput(tokens, pick(state.fin_length, jnp.full((b, k), n, jnp.int32)), best_score,
+                    pick(state.fin_logprob, state.alive_logprob),
+                    pick(jnp.ones((b, k), bool), jnp.zeros((b, k), bool)))
+
+
+def beam_search(tokens_to_logits: Callable, cache: Any, prompts: Any, prompt_lengths: Any = None,
+                params: _pipeline.SamplingParams | None = None, *, num_beams: int,
+                max_new_tokens: int, eos_token_id: Any = None,
+                length_penalty: float = 1.0) -> BeamOutput:
+  r"""Beam search over the processed distribution, with a length penalty.
+
+  Each step scores candidates with the log-probabilities of the logits after the standard
+  pipeline (:func:`jaxlogits.process_logits`: masks, biases, penalties, n-gram bans, EOS
+  suppression before ``min_tokens``, temperature and truncations), keeps the ``num_beams`` best
+  unfinished beams and the ``num_beams`` best finished hypotheses, ranked by
+
+  .. math::
+    \text{score} = \frac{\sum_t \log p(y_t \mid x, y_{<t})}{|y|^{\alpha}}
+
+  as in Hugging Face (``alpha = length_penalty``). It stops when every prompt has ``num_beams``
+  finished hypotheses that no live beam can beat, or after ``max_new_tokens``. Ties go to the
+  lower beam and then the lower token id, so ``num_beams=1`` is greedy decoding.
+
+  Args:
+    tokens_to_logits: the model callback; its cache's leaves must have the batch axis first (the
+      beams are reordered by gathering rows).
+    cache: the model's initial cache for ``B * num_beams`` rows.
+    prompts: ``[B, P]`` right-padded prompt ids.
+    prompt_lengths: ``[B]`` prompt lengths (default ``P``).
+    params: :class:`jaxlogits.SamplingParams` with ``B`` or ``B * num_beams`` rows.
+    num_beams: beams per prompt ``K`` (static).
+    max_new_tokens: the most tokens per hypothesis (static).
+    eos_token_id: end-of-sequence id(s).
+    length_penalty: ``alpha``; > 0 favours longer hypotheses.
+
+  Returns:
+    A :class:`BeamOutput` with ``[B, K, ...]`` hypotheses, best first.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from jaxlogits.model import create_model, get_config
+    >>> fn, cache = model_callback(create_model(get_config("tiny")), 2, 8)
+    >>> out = beam_search(fn, cache, jnp.array([[256, 65]]), num_beams=2, max_new_tokens=3)
+    >>> out.tokens.shape, bool(out.scores[0, 0] >= out.scores[0, 1])
+    ((1, 2, 3), True)
+
+  References:
+    Wu et al., "Google's Neural Machine Translation System", 2016 (length penalty).
+    https://arxiv.org/abs/1609.08144
+  """
+  if not isinstance(num_beams, int) or num_beams < 1:
+    raise ValueError(f"num_beams must be an int >= 1, got {num_beams!r}")
+  prompts_arr = _checks.int_array("prompts", prompts)
+  if params is None:
+    params = _pipeline.SamplingParams.create(prompts_arr.shape[0] if prompts_arr.ndim else 1)
+  _checks.check_range("length_penalty", length_penalty, finite=True)
+  prep = _prepare(jax.random.key(0), prompts_arr, prompt_lengths, params, eos_token_id, None,
+                  num_beams, max_new_tokens)
+  return _beam_search(tokens_to_logits, cache, prep, jnp.float32(length_penalty), k=num_beams,
+                      max_new_tokens=max_new_tokens)

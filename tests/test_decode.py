@@ -163,3 +163,51 @@ def test_bad_arguments():
   with pytest.raises(ValueError, match="prompt_lengths"):
     decode.generate(jax.random.key(0), fn, cache, jnp.array([[256]]), jnp.array([2]),
                     max_new_tokens=2)
+
+
+def test_beam_one_equals_greedy():
+  fn, cache = _callback(3)
+  params = jl.SamplingParams.create(3, repetition_penalty=1.3, top_k=[0, 5, 10])
+  greedy = decode.generate(jax.random.key(0), fn, cache, PROMPTS, LENGTHS,
+                           params._replace(temperature=jnp.zeros(3)), max_new_tokens=8)
+  beams = decode.beam_search(fn, cache, PROMPTS, LENGTHS, params, num_beams=1, max_new_tokens=8)
+  np.testing.assert_array_equal(beams.tokens[:, 0], greedy.tokens)
+
+
+def _two_step_model(tokens, cache):
+  """After token 0: p(1)=0.6, p(2)=0.4; after 1: uniform; after 2: p(2)=0.99."""
+  table = jnp.log(jnp.array([[1e-9, 0.6, 0.4], [1 / 3, 1 / 3, 1 / 3], [0.005, 0.005, 0.99]]))
+  valid = tokens >= 0
+  last = jax.lax.associative_scan(lambda a, b: jnp.where(b >= 0, b, a),
+                                  jnp.where(valid, tokens, -1), axis=1)
+  last = jnp.where(last >= 0, last, cache[:, None])
+  return table[last], last[:, -1]
+
+
+def test_beam_search_beats_greedy_and_ranks_hypotheses():
+  cache = jnp.zeros((2,), jnp.int32)
+  out = decode.beam_search(_two_step_model, cache, jnp.array([[0]]), num_beams=2,
+                           max_new_tokens=2, length_penalty=0.0)
+  np.testing.assert_array_equal(out.tokens[0, 0], [2, 2])  # 0.4 * 0.99 beats 0.6 * 1/3
+  np.testing.assert_allclose(out.logprob[0, 0], np.log(0.4 * 0.99), rtol=1e-5)
+  assert out.scores[0, 0] >= out.scores[0, 1]
+  greedy = decode.generate(jax.random.key(0), _two_step_model, cache[:1], jnp.array([[0]]),
+                           params=jl.SamplingParams.create(1, temperature=0.0), max_new_tokens=2)
+  np.testing.assert_array_equal(greedy.tokens[0], [1, 0])
+
+
+def test_beam_search_honours_bias_and_eos_with_length_penalty():
+  cache = jnp.zeros((3,), jnp.int32)
+  params = jl.SamplingParams.create(1, logit_bias={2: -jnp.inf})
+  out = decode.beam_search(_two_step_model, cache, jnp.array([[0]]), params=params,
+                           num_beams=3, max_new_tokens=3, eos_token_id=0, length_penalty=1.0)
+  assert not np.any(np.asarray(out.tokens) == 2)
+  ended = np.asarray(out.finished[0])
+  for h in range(3):
+    n = int(out.length[0, h])
+    toks = np.asarray(out.tokens[0, h])
+    assert np.all(toks[n:] == -1)
+    if ended[h]:
+      assert toks[n - 1] == 0
+    np.testing.assert_allclose(out.scores[0, h], out.logprob[0, h] / n, rtol=1e-5)
+  assert np.all(np.diff(np.asarray(out.scores[0])) <= 1e-6)
