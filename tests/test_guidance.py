@@ -18,7 +18,12 @@ def test_matches_reference(data):
   uncond = data.draw(S.logit_rows(cond.size, cond.size))
   s = data.draw(S.guidance_scales())
   got = jl.guidance(cond, uncond, s)
-  assert_same_masks_and_values(got, R.guidance_ref(flush_denormals(cond), flush_denormals(uncond), s), rtol=1e-5, atol=1e-5)
+  want = R.guidance_ref(flush_denormals(cond), flush_denormals(uncond), s)
+  # float32 log-softmax carries an absolute error of ~1e-7 of the logits' scale, which the
+  # guidance scale multiplies: the tolerance grows with |s| accordingly.
+  scale = max([1.0] + [float(np.max(np.abs(r[np.isfinite(r)]))) for r in (cond, uncond)
+                       if np.isfinite(r).any()])
+  assert_same_masks_and_values(got, want, rtol=1e-5, atol=max(1e-5, 2e-7 * abs(s) * scale))
 
 
 def test_scale_one_and_zero_are_the_two_models():
