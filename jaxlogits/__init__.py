@@ -10,6 +10,11 @@ from jaxlogits.bias import ban_tokens
 from jaxlogits.bias import logit_bias
 from jaxlogits.bias import token_bias
 from jaxlogits.bias import token_mask
+from jaxlogits.decode import beam_search
+from jaxlogits.decode import generate
+from jaxlogits.decode import model_callback
+from jaxlogits.decode import score
+from jaxlogits.decode import stream
 from jaxlogits.guidance import guidance
 from jaxlogits.logprobs import entropy
 from jaxlogits.logprobs import log_softmax
@@ -76,6 +81,7 @@ __all__ = (
     "Transformer",
     "allow_tokens",
     "ban_tokens",
+    "beam_search",
     "chain",
     "create_model",
     "default_checkpoint_dir",
@@ -83,6 +89,7 @@ __all__ = (
     "epsilon_cutoff",
     "eta_cutoff",
     "frequency_penalty",
+    "generate",
     "greedy",
     "guidance",
     "init_cache",
@@ -91,6 +98,7 @@ __all__ = (
     "logit_bias",
     "make_decode_fns",
     "min_p",
+    "model_callback",
     "no_repeat_ngram",
     "presence_penalty",
     "process_logits",
@@ -100,6 +108,8 @@ __all__ = (
     "sample_step",
     "sample_with",
     "save_checkpoint",
+    "score",
+    "stream",
     "temperature",
     "token_bias",
     "token_counts",
