@@ -79,40 +79,26 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{PROG}: error: {message}\n")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an int >= 1.
+def _int_at_least(lowest: int):
+    """An argparse type accepting ints ``>= lowest``."""
 
-    Args:
-      text: the flag value.
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"must be >= {lowest}, got {value}")
+        return value
 
-    Returns:
-      The int.
-    """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+    parse.__doc__ = f"argparse type: an int >= {lowest}."
+    return parse
 
 
-def nonneg_int(text: str) -> int:
-    """argparse type: an int >= 0.
-
-    Args:
-      text: the flag value.
-
-    Returns:
-      The int.
-    """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+#: argparse type: an int >= 1.
+positive_int = _int_at_least(1)
+#: argparse type: an int >= 0.
+nonneg_int = _int_at_least(0)
 
 
 def positive_float(text: str) -> float:
