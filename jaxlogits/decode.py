@@ -65,6 +65,8 @@ class GenerateOutput(NamedTuple):
   processed_logprobs: jax.Array  # [R, N] float32 log-prob under the distribution sampled from
   top_ids: jax.Array  # [R, N, K] int32 top-K alternatives of the raw distribution
   top_logprobs: jax.Array  # [R, N, K] float32 their raw log-probs
+  surviving_mass: jax.Array  # [R, N] float32 raw probability mass of the tokens that survived
+  prompt_logprobs: jax.Array  # [R, P] float32 log p(prompt_t | prompt_<t); 0 at t = 0 and padding
 
 
 class DecodeState(NamedTuple):
@@ -148,6 +150,11 @@ def _init(tokens_to_logits, cache, prompts, prompt_lengths, *, max_new_tokens, t
   prompt_tokens = jnp.where(jnp.arange(p) < prompt_lengths[:, None], prompts, -1)
   logits, cache = tokens_to_logits(prompt_tokens, cache)
   next_logits = _last_valid(logits, prompt_lengths).astype(jnp.float32)
+  prompt_lp = jnp.zeros((r, p), jnp.float32)
+  if p > 1:  # position t - 1 predicts prompt token t
+    lp = _lp._token_logprobs(logits[:, :-1], jnp.maximum(prompt_tokens[:, 1:], 0))
+    lp = jnp.where(jnp.arange(1, p) < prompt_lengths[:, None], lp, 0.0)
+    prompt_lp = prompt_lp.at[:, 1:].set(lp)
   v = next_logits.shape[-1]
   history = History.from_prompt(jnp.maximum(prompt_tokens, 0), prompt_lengths,
                                 capacity=p + max_new_tokens)
@@ -160,7 +167,9 @@ def _init(tokens_to_logits, cache, prompts, prompt_lengths, *, max_new_tokens, t
       logprobs=jnp.zeros((r, max_new_tokens), jnp.float32),
       processed_logprobs=jnp.zeros((r, max_new_tokens), jnp.float32),
       top_ids=jnp.zeros((r, max_new_tokens, top_k), jnp.int32),
-      top_logprobs=jnp.zeros((r, max_new_tokens, top_k), jnp.float32))
+      top_logprobs=jnp.zeros((r, max_new_tokens, top_k), jnp.float32),
+      surviving_mass=jnp.zeros((r, max_new_tokens), jnp.float32),
+      prompt_logprobs=prompt_lp)
   return DecodeState(jnp.zeros((), jnp.int32), history, counts, next_logits, cache,
                      jnp.zeros((r,), bool), out)
 
@@ -179,12 +188,16 @@ def _step(tokens_to_logits, state: DecodeState, params, row_keys, eos_ids, stop,
   col = state.step
   raw_lp = _lp._token_logprobs(state.next_logits, tok)
   proc_lp = _lp._token_logprobs(processed, tok)
+  # S: how much of the model's distribution the transforms kept (to correct for truncation)
+  kept = jnp.where(jnp.isfinite(processed), _lp._log_softmax(state.next_logits), -jnp.inf)
+  mass = jnp.exp(jax.nn.logsumexp(kept, axis=-1))
   keep = lambda new, old: jnp.where(active, new, old)
   out = out._replace(
       tokens=out.tokens.at[:, col].set(tok),
       length=out.length + emitted,
       logprobs=out.logprobs.at[:, col].set(keep(raw_lp, 0.0)),
-      processed_logprobs=out.processed_logprobs.at[:, col].set(keep(proc_lp, 0.0)))
+      processed_logprobs=out.processed_logprobs.at[:, col].set(keep(proc_lp, 0.0)),
+      surviving_mass=out.surviving_mass.at[:, col].set(keep(mass, 0.0)))
   if top_k:
     top_lp, top_ids = _lp._top_logprobs(state.next_logits, top_k)
     out = out._replace(top_ids=out.top_ids.at[:, col].set(top_ids),

@@ -211,3 +211,26 @@ def test_beam_search_honours_bias_and_eos_with_length_penalty():
       assert toks[n - 1] == 0
     np.testing.assert_allclose(out.scores[0, h], out.logprob[0, h] / n, rtol=1e-5)
   assert np.all(np.diff(np.asarray(out.scores[0])) <= 1e-6)
+
+
+def test_surviving_mass_and_prompt_logprobs():
+  model = _tiny()
+  fn, cache = _callback(3)
+  out = decode.generate(jax.random.key(4), fn, cache, PROMPTS, LENGTHS,
+                        jl.SamplingParams.create(3, top_k=[3, 0, 10], top_p=[1.0, 1.0, 0.5]),
+                        max_new_tokens=3)
+  mass = np.asarray(out.surviving_mass)
+  assert np.all((mass > 0) & (mass <= 1 + 1e-6))
+  np.testing.assert_allclose(mass[1], 1.0, rtol=1e-5)  # no truncation on row 1
+  # S equals the raw probability of the kept set: check step 0 of row 0 (top_k 3) by hand
+  logits0 = model.forward(PROMPTS[:1, :5])[0, 4]
+  top3 = np.sort(np.asarray(jax.nn.softmax(logits0)))[-3:].sum()
+  np.testing.assert_allclose(mass[0, 0], top3, rtol=1e-5)
+  # prompt log-probs: position t scored given the tokens before it; 0 at t = 0 and padding
+  for b in range(3):
+    n = int(LENGTHS[b])
+    full = model.forward(PROMPTS[b:b + 1, :n])[0]
+    want = jl.token_logprobs(full[:-1], PROMPTS[b, 1:n])
+    np.testing.assert_allclose(out.prompt_logprobs[b, 1:n], want, rtol=1e-5, atol=1e-5)
+    assert float(out.prompt_logprobs[b, 0]) == 0.0
+    assert np.all(np.asarray(out.prompt_logprobs[b, n:]) == 0.0)
