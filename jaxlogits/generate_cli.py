@@ -2,7 +2,8 @@
 
 Registered with :mod:`jaxlogits.cli`. Streams text to the terminal as it is decoded, or with
 ``--json`` prints one JSON object per sample with its text, token ids, raw and processed log-probs,
-the top alternatives and the finish reason. Sampling runs through :func:`jaxlogits.decode.stream`
+the raw mass that survived truncation at each position, the prompt's log-probs, the top
+alternatives and the finish reason. Sampling runs through :func:`jaxlogits.decode.stream`
 (one sample) or :func:`jaxlogits.decode.generate` (several), so both give the same tokens for a
 seed.
 """
@@ -101,6 +102,8 @@ def _run(args: argparse.Namespace) -> int:
       obj = {"sample": r, "prompt": args.prompt, "text": text, "tokens": toks,
              "logprobs": [float(x) for x in out.logprobs[r, :length]],
              "processed_logprobs": [float(x) for x in out.processed_logprobs[r, :length]],
+             "surviving_mass": [float(x) for x in out.surviving_mass[r, :length]],
+             "prompt_logprobs": [float(x) for x in out.prompt_logprobs[r, 1:len(ids)]],
              "finish_reason": reason}
       if args.logprobs:
         obj["top_logprobs"] = [

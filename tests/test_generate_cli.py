@@ -26,6 +26,7 @@ def test_json_samples_are_reproducible_for_a_seed(ckpt, capsys):
   assert first == second and len(first) == 2
   for obj in first:
     assert set(obj) >= {"text", "tokens", "logprobs", "processed_logprobs", "finish_reason",
+                        "surviving_mass", "prompt_logprobs",
                         "top_logprobs"}
     assert len(obj["tokens"]) == len(obj["logprobs"]) == len(obj["top_logprobs"])
     assert all(len(alts) == 3 for alts in obj["top_logprobs"])
