@@ -249,6 +249,7 @@ register_command("eval", "bits per byte of files under a checkpoint",
 # Commands defined in their own modules register themselves on import.
 from jaxlogits import generate_cli  # noqa: E402,F401  (after register_command exists)
 from jaxlogits import score_cli  # noqa: E402,F401
+from jaxlogits import calibrate_cli  # noqa: E402,F401
 
 
 def build_parser() -> argparse.ArgumentParser:

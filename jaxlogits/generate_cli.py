@@ -31,7 +31,7 @@ def _add_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("prompt", help="prompt text (a BOS token is prepended)")
   p.add_argument("--max-new-tokens", type=cli.positive_int, default=128,
                  help="most bytes to generate per sample (default 128)")
-  p.add_argument("--temperature", type=_float, default=0.8, help="0 is greedy (default 0.8)")
+  p.add_argument("--temperature", type=_float, default=1.0, help="0 is greedy (default 1.0)")
   p.add_argument("--top-k", type=cli.nonneg_int, default=0, help="0 disables (default)")
   p.add_argument("--top-p", type=_float, default=0.95, help="nucleus mass in (0, 1]")
   p.add_argument("--min-p", type=_float, default=0.0, help="in [0, 1], 0 disables")
