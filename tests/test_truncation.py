@@ -133,3 +133,28 @@ def test_compiled_graphs_never_sort_the_vocabulary(fn):
   hlo = jax.jit(fn).lower(logits).compile().as_text()
   sorts = [line for line in hlo.splitlines() if " sort(" in line and "4096]" in line]
   assert not sorts, sorts
+
+
+@pytest.mark.parametrize("k", [1, 50, 64, 128])
+def test_blocked_top_values_equal_lax_top_k_with_ties(k):
+  from jax import lax
+
+  from jaxlogits import _numerics
+  rng = np.random.default_rng(k)
+  v = 4 * 128 * 128 + 1234  # long enough for the blocked path at every k here
+  x = rng.integers(-4, 4, size=(3, v)).astype(np.float32)  # heavy ties
+  x[0, rng.integers(0, v, 500)] = -np.inf
+  x[1] = -np.inf
+  x[1, [5, 7000, v - 1]] = [1.0, 1.0, 2.0]  # fewer finite values than k
+  vals, ids = jax.jit(lambda a: _numerics.top_values(a, k))(x)
+  want_vals, want_ids = lax.top_k(jnp.asarray(x), k)
+  np.testing.assert_array_equal(vals, want_vals)
+  np.testing.assert_array_equal(ids, want_ids)
+
+
+def test_long_rows_never_sort_the_vocabulary():
+  logits = jnp.zeros((2, 70000))
+  for fn in (lambda l: jl.top_k(l, 50), lambda l: jl.top_p(l, 0.9),
+             lambda l: jl.top_logprobs(l, 100)[0]):
+    hlo = jax.jit(fn).lower(logits).compile().as_text()
+    assert not [line for line in hlo.splitlines() if " sort(" in line and "70000]" in line]
