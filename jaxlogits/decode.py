@@ -524,9 +524,13 @@ def _beam_step(tokens_to_logits, s: _BeamState, params, eos_ids, length_penalty,
       alive_lp == -jnp.inf, axis=1)
   feed = jnp.where(jnp.repeat(done, k), -1, alive_tok.reshape(-1))[:, None]
   logits, cache = tokens_to_logits(feed, jax.tree.map(gather, s.cache))
+  # A prompt that was already done keeps its hypotheses while the others go on.
+  frozen = lambda old, new: jnp.where(
+      s.done.reshape((b,) + (1,) * (old.ndim - 1)), old, new)
   return _BeamState(s.step + 1, history, counts, logits[:, 0].astype(jnp.float32), cache,
-                    alive_tokens, alive_lp, fin_tokens, best_score, fin_logprob, fin_length,
-                    done)
+                    frozen(s.alive_tokens, alive_tokens), frozen(s.alive_logprob, alive_lp),
+                    frozen(s.fin_tokens, fin_tokens), frozen(s.fin_score, best_score),
+                    frozen(s.fin_logprob, fin_logprob), frozen(s.fin_length, fin_length), done)
 
 
 @functools.partial(jax.jit, static_argnames=("tokens_to_logits", "k", "max_new_tokens"))

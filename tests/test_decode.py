@@ -234,3 +234,22 @@ def test_surviving_mass_and_prompt_logprobs():
     np.testing.assert_allclose(out.prompt_logprobs[b, 1:n], want, rtol=1e-5, atol=1e-5)
     assert float(out.prompt_logprobs[b, 0]) == 0.0
     assert np.all(np.asarray(out.prompt_logprobs[b, n:]) == 0.0)
+
+
+def test_a_finished_prompt_keeps_its_hypotheses_while_others_continue():
+  # After token 0: EOS (1) 0.98, token 0 again 0.02. With length_penalty 2, prompt 0 is done
+  # after two steps ([1] and [0, 1] finished; the live [0, 0] cannot beat them at its length);
+  # had it gone on, [0, 0, 1] (log 0.000392 / 9 = -0.87) would have displaced [0, 1] (-0.98).
+  def model(tokens, cache):
+    valid = tokens >= 0
+    last = jax.lax.associative_scan(lambda a, b: jnp.where(b >= 0, b, a),
+                                    jnp.where(valid, tokens, -1), axis=1)
+    last = jnp.where(last >= 0, last, cache[:, None])
+    table = jnp.log(jnp.array([[0.02, 0.98, 0.0], [1 / 3] * 3, [1e-4, 1e-4, 0.9998]]))
+    return table[last], last[:, -1]
+  cache = jnp.zeros((4,), jnp.int32)
+  out = decode.beam_search(model, cache, jnp.array([[0], [2]]), num_beams=2, max_new_tokens=6,
+                           eos_token_id=1, length_penalty=2.0)
+  np.testing.assert_array_equal(out.tokens[0, 0], [1, -1, -1, -1, -1, -1])
+  np.testing.assert_array_equal(out.tokens[0, 1], [0, 1, -1, -1, -1, -1])
+  assert bool(out.finished[0, 1]) and int(out.length[1, 0]) == 6
