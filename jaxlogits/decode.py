@@ -130,19 +130,20 @@ def _last_valid(logits, lengths):
   return jnp.take_along_axis(logits, idx[:, None, None], axis=1)[:, 0]
 
 
-def _stop_hit(history: History, stop: jax.Array) -> jax.Array:
-  """Whether each row's generated text now ends with one of the stop sequences.
+def _stop_hit(history: History, stop: jax.Array, stop_valid: jax.Array) -> jax.Array:
+  """Whether each row's generated text now ends with one of its stop sequences.
 
-  ``stop`` is ``[S, L]`` with each sequence right-aligned and left-padded with -1.
+  ``stop`` is ``[R, S, L]``: each row's sequences right-aligned and left-padded with -1;
+  ``stop_valid`` ``[R, S]`` marks the slots that hold a sequence.
   """
-  s, l = stop.shape
+  _, s, l = stop.shape
   if s == 0:
     return jnp.zeros(history.length.shape, bool)
   idx = history.length[:, None] - l + jnp.arange(l)  # [R, L] the last L positions
   tail = jnp.take_along_axis(history.tokens, jnp.clip(idx, 0, None), axis=1)
   generated = idx >= history.prompt_length[:, None]
-  ok = (stop[None] < 0) | ((tail[:, None, :] == stop[None]) & generated[:, None, :])
-  return jnp.any(jnp.all(ok, axis=-1), axis=-1)
+  ok = (stop < 0) | ((tail[:, None, :] == stop) & generated[:, None, :])
+  return jnp.any(jnp.all(ok, axis=-1) & stop_valid, axis=-1)
 
 
 def _init(tokens_to_logits, cache, prompts, prompt_lengths, *, max_new_tokens, top_k):
@@ -174,8 +175,8 @@ def _init(tokens_to_logits, cache, prompts, prompt_lengths, *, max_new_tokens, t
                      jnp.zeros((r,), bool), out)
 
 
-def _step(tokens_to_logits, state: DecodeState, params, row_keys, eos_ids, stop, *,
-          max_new_tokens, top_k):
+def _step(tokens_to_logits, state: DecodeState, params, row_keys, eos_ids, stop, stop_valid,
+          limit, *, max_new_tokens, top_k):
   hist, out = state.history, state.out
   active = ~state.finished
   generated = hist.length - hist.prompt_length
@@ -205,8 +206,8 @@ def _step(tokens_to_logits, state: DecodeState, params, row_keys, eos_ids, stop,
   hist = hist.append(tok, where=emitted)
   counts = state.counts + (jnp.arange(state.counts.shape[-1]) == tok[:, None])
   is_eos = emitted & jnp.any(tok[:, None] == eos_ids, axis=-1)
-  is_stop = emitted & _stop_hit(hist, stop)
-  at_length = emitted & (generated + 1 >= max_new_tokens)
+  is_stop = emitted & _stop_hit(hist, stop, stop_valid)
+  at_length = emitted & (generated + 1 >= jnp.minimum(limit, max_new_tokens))
   reason = jnp.where(active & ~emitted, INVALID,
                      jnp.where(is_eos, EOS, jnp.where(is_stop, STOP,
                                                       jnp.where(at_length, LENGTH, RUNNING))))
@@ -228,46 +229,89 @@ def _row_keys(key, num_prompts, num_samples):
 
 
 class _Prepared(NamedTuple):
-  prompts: jax.Array
-  lengths: jax.Array
-  params: Any
-  row_keys: jax.Array
-  eos: jax.Array
-  stop: jax.Array
+  prompts: jax.Array  # [R, P]
+  lengths: jax.Array  # [R]
+  params: Any  # SamplingParams with R rows
+  row_keys: jax.Array  # [R] typed keys
+  eos: jax.Array  # [R, E] end-of-sequence ids, -1 = unused
+  stop: jax.Array  # [R, S, L] stop sequences, right-aligned, left-padded with -1
+  stop_valid: jax.Array  # [R, S]
+  limit: jax.Array  # [R] max new tokens per row
+
+
+def _per_prompt(name, value, b, num_samples):
+  """Repeats a per-prompt array ``[B, ...]`` for the samples; ``[R, ...]`` is kept."""
+  r = b * num_samples
+  if value.shape[0] == b:
+    return jnp.repeat(value, num_samples, axis=0)
+  if value.shape[0] == r:
+    return value
+  raise ValueError(f"{name} has {value.shape[0]} rows; expected {b} (one per prompt) or {r} "
+                   "(one per prompt and sample)")
+
+
+def _stop_array(stop_sequences, b):
+  """``[B, S, L]`` stop sequences and ``[B, S]`` validity from a shared or per-prompt list."""
+  if stop_sequences is None:
+    return np.zeros((b, 0, 0), np.int32), np.zeros((b, 0), bool)
+  items = list(stop_sequences)
+  nested = [list(x) for x in items]
+  per_prompt = bool(nested) and all(
+      all(isinstance(y, (list, tuple, np.ndarray)) for y in x) for x in nested) and any(nested)
+  rows = [[list(map(int, y)) for y in x] for x in nested] if per_prompt else [
+      [list(map(int, x)) for x in nested]] * b
+  if len(rows) != b:
+    raise ValueError(f"stop_sequences per prompt must have {b} lists, got {len(rows)}")
+  if any(len(seq) == 0 for row in rows for seq in row):
+    raise ValueError("stop_sequences must not contain an empty sequence")
+  s = max((len(row) for row in rows), default=0)
+  l = max((len(seq) for row in rows for seq in row), default=0)
+  stop = np.full((b, s, l), -1, np.int32)
+  valid = np.zeros((b, s), bool)
+  for i, row in enumerate(rows):
+    for j, seq in enumerate(row):
+      stop[i, j, l - len(seq):] = seq
+      valid[i, j] = True
+  return stop, valid
 
 
 def _prepare(key, prompts, prompt_lengths, params, eos_token_id, stop_sequences, num_samples,
-             max_new_tokens):
+             max_new_tokens, cache=None) -> tuple[_Prepared, int]:
+  """Validates the arguments of a decode loop; returns the prepared rows and the static N."""
   prompts = _checks.int_array("prompts", prompts)
   if prompts.ndim != 2 or prompts.shape[1] < 1:
     raise ValueError(f"prompts must be [B, P] right-padded token ids, got {prompts.shape}")
-  b = prompts.shape[0]
-  lengths = jnp.broadcast_to(jnp.asarray(
-      prompts.shape[1] if prompt_lengths is None else prompt_lengths, jnp.int32), (b,))
-  _checks.check_range("prompt_lengths", lengths, lo=1, hi=prompts.shape[1], integer=True)
-  if not isinstance(num_samples, int) or num_samples < 1:
+  b, p = prompts.shape
+  lengths = jnp.broadcast_to(jnp.asarray(p if prompt_lengths is None else prompt_lengths,
+                                         jnp.int32), (b,))
+  _checks.check_range("prompt_lengths", lengths, lo=1, hi=p, integer=True)
+  if not _checks.is_int(num_samples) or num_samples < 1:
     raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
-  if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-    raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
-  r = b * num_samples
-  rows = params.temperature.shape[0]
-  if rows == b and num_samples > 1:
-    params = jax.tree.map(lambda a: jnp.repeat(a, num_samples, axis=0), params)
-  elif rows != r:
-    raise ValueError(f"params has {rows} rows; expected {b} (one per prompt) or {r} "
-                     "(one per prompt and sample)")
-  eos = jnp.asarray([] if eos_token_id is None else eos_token_id, jnp.int32).reshape(-1)
-  eos = jnp.broadcast_to(eos, (r, eos.shape[0]))
-  seqs = [list(s) for s in (stop_sequences or [])]
-  if any(len(s) == 0 for s in seqs):
-    raise ValueError("stop_sequences must not contain an empty sequence")
-  width = max((len(s) for s in seqs), default=0)
-  stop = np.full((len(seqs), width), -1, np.int32)
-  for i, s in enumerate(seqs):
-    stop[i, width - len(s):] = s
-  return _Prepared(jnp.repeat(prompts, num_samples, axis=0),
-                   jnp.repeat(lengths, num_samples, axis=0), params,
-                   _row_keys(key, b, num_samples), eos, jnp.asarray(stop))
+  limit = np.asarray(max_new_tokens)
+  if limit.ndim > 1 or limit.dtype.kind not in "iu" or limit.size < 1 or np.any(limit < 1):
+    raise ValueError("max_new_tokens must be an int >= 1 or one such int per prompt, got "
+                     f"{max_new_tokens!r}")
+  n = int(limit.max())
+  limit = jnp.broadcast_to(jnp.asarray(limit, jnp.int32), (b,)) if limit.ndim == 0 else \
+      jnp.asarray(limit, jnp.int32)
+  if limit.shape != (b,):
+    raise ValueError(f"max_new_tokens has {limit.shape[0]} values for {b} prompts")
+  if isinstance(cache, ModelCache) and cache.kv.max_len < p + n:
+    raise ValueError(f"the cache holds {cache.kv.max_len} positions per row, fewer than the "
+                     f"prompt width {p} plus max_new_tokens {n}; build it with "
+                     f"model_callback(model, batch_size, max_len >= {p + n})")
+  params = jax.tree.map(lambda a: _per_prompt("params", a, b, num_samples), params)
+  eos = jnp.asarray([] if eos_token_id is None else eos_token_id, jnp.int32)
+  if eos.ndim <= 1:
+    eos = jnp.broadcast_to(eos.reshape(-1), (b, eos.size))
+  elif eos.ndim != 2:
+    raise ValueError(f"eos_token_id must be an int, [E] or [B, E] per prompt, got {eos.shape}")
+  stop, stop_valid = _stop_array(stop_sequences, b)
+  rep = lambda name, a: _per_prompt(name, jnp.asarray(a), b, num_samples)
+  return _Prepared(rep("prompts", prompts), rep("prompt_lengths", lengths), params,
+                   _row_keys(key, b, num_samples), rep("eos_token_id", eos),
+                   rep("stop_sequences", stop), rep("stop_sequences", stop_valid),
+                   rep("max_new_tokens", limit)), n
 
 
 @functools.partial(jax.jit, static_argnames=("tokens_to_logits", "max_new_tokens", "top_k"))
@@ -275,8 +319,8 @@ def _generate(tokens_to_logits, cache, prep: _Prepared, *, max_new_tokens, top_k
   state = _init(tokens_to_logits, cache, prep.prompts, prep.lengths,
                 max_new_tokens=max_new_tokens, top_k=top_k)
   body = functools.partial(_step, tokens_to_logits, params=prep.params, row_keys=prep.row_keys,
-                           eos_ids=prep.eos, stop=prep.stop, max_new_tokens=max_new_tokens,
-                           top_k=top_k)
+                           eos_ids=prep.eos, stop=prep.stop, stop_valid=prep.stop_valid,
+                           limit=prep.limit, max_new_tokens=max_new_tokens, top_k=top_k)
   state = lax.while_loop(lambda s: (s.step < max_new_tokens) & ~jnp.all(s.finished), body, state)
   return state.out
 
@@ -300,9 +344,12 @@ def generate(key: Any, tokens_to_logits: Callable, cache: Any, prompts: Any,
     prompt_lengths: ``[B]`` prompt lengths (``>= 1``), default ``P``.
     params: :class:`jaxlogits.SamplingParams` with ``B`` or ``B * num_samples`` rows (default:
       plain sampling).
-    max_new_tokens: the most tokens generated per row (static).
-    eos_token_id: end-of-sequence id(s); banned until ``min_tokens`` tokens were generated.
-    stop_sequences: token-id sequences that end a row when its output ends with one.
+    max_new_tokens: the most tokens generated per row: an int, or one int per prompt (their
+      maximum sets the output width, a static shape).
+    eos_token_id: end-of-sequence id(s), banned until ``min_tokens`` tokens were generated: an
+      int, ``[E]`` ids for every row, or ``[B, E]`` per prompt (``-1`` = unused).
+    stop_sequences: token-id sequences that end a row when its output ends with one: a list of
+      sequences for every row, or one such list per prompt.
     num_samples: samples per prompt; rows are ordered prompt-major.
     top_logprobs: number of raw top alternatives recorded per position (static, up to ``V``).
 
@@ -324,10 +371,9 @@ def generate(key: Any, tokens_to_logits: Callable, cache: Any, prompts: Any,
     params = _pipeline.SamplingParams.create(prompts_arr.shape[0] if prompts_arr.ndim else 1)
   if not isinstance(top_logprobs, int) or top_logprobs < 0:
     raise ValueError(f"top_logprobs must be an int >= 0, got {top_logprobs!r}")
-  prep = _prepare(key, prompts_arr, prompt_lengths, params, eos_token_id, stop_sequences,
-                  num_samples, max_new_tokens)
-  return _generate(tokens_to_logits, cache, prep, max_new_tokens=max_new_tokens,
-                   top_k=top_logprobs)
+  prep, n = _prepare(key, prompts_arr, prompt_lengths, params, eos_token_id, stop_sequences,
+                     num_samples, max_new_tokens, cache)
+  return _generate(tokens_to_logits, cache, prep, max_new_tokens=n, top_k=top_logprobs)
 
 
 @functools.partial(jax.jit, static_argnames=("tokens_to_logits", "max_new_tokens", "top_k"))
@@ -339,7 +385,7 @@ def _stream_init(tokens_to_logits, cache, prep, *, max_new_tokens, top_k):
 @functools.partial(jax.jit, static_argnames=("tokens_to_logits", "max_new_tokens", "top_k"))
 def _stream_step(tokens_to_logits, state, prep, *, max_new_tokens, top_k):
   return _step(tokens_to_logits, state, prep.params, prep.row_keys, prep.eos, prep.stop,
-               max_new_tokens=max_new_tokens, top_k=top_k)
+               prep.stop_valid, prep.limit, max_new_tokens=max_new_tokens, top_k=top_k)
 
 
 def stream(key: Any, tokens_to_logits: Callable, cache: Any, prompts: Any,
@@ -372,11 +418,11 @@ def stream(key: Any, tokens_to_logits: Callable, cache: Any, prompts: Any,
   prompts_arr = _checks.int_array("prompts", prompts)
   if params is None:
     params = _pipeline.SamplingParams.create(prompts_arr.shape[0] if prompts_arr.ndim else 1)
-  prep = _prepare(key, prompts_arr, prompt_lengths, params, eos_token_id, stop_sequences,
-                  num_samples, max_new_tokens)
-  static = dict(max_new_tokens=max_new_tokens, top_k=top_logprobs)
+  prep, n = _prepare(key, prompts_arr, prompt_lengths, params, eos_token_id, stop_sequences,
+                     num_samples, max_new_tokens, cache)
+  static = dict(max_new_tokens=n, top_k=top_logprobs)
   state = _stream_init(tokens_to_logits, cache, prep, **static)
-  while int(state.step) < max_new_tokens and not bool(jnp.all(state.finished)):
+  while int(state.step) < n and not bool(jnp.all(state.finished)):
     state = _stream_step(tokens_to_logits, state, prep, **static)
     yield state
 
@@ -519,7 +565,10 @@ def _beam_step(tokens_to_logits, s: _BeamState, params, eos_ids, length_penalty,
   counts = gather(s.counts) + (jnp.arange(v) == alive_tok.reshape(-1, 1))
   # HF's heuristic stop: k finished hypotheses, none of the alive ones can still beat the worst
   full = jnp.all(best_score > -jnp.inf, axis=1)
-  best_alive = _normalise(jnp.max(alive_lp, axis=1), length, length_penalty)
+  # With a positive length penalty a live beam improves as it grows: bound it at the longest
+  # length it can reach (as Hugging Face does), so the stop never discards a better hypothesis.
+  reach = jnp.where(length_penalty > 0, max_new_tokens, length)
+  best_alive = _normalise(jnp.max(alive_lp, axis=1), reach, length_penalty)
   done = s.done | (full & (best_alive <= jnp.min(best_score, axis=1))) | jnp.all(
       alive_lp == -jnp.inf, axis=1)
   feed = jnp.where(jnp.repeat(done, k), -1, alive_tok.reshape(-1))[:, None]
@@ -616,7 +665,10 @@ def beam_search(tokens_to_logits: Callable, cache: Any, prompts: Any, prompt_len
   if params is None:
     params = _pipeline.SamplingParams.create(prompts_arr.shape[0] if prompts_arr.ndim else 1)
   _checks.check_range("length_penalty", length_penalty, finite=True)
-  prep = _prepare(jax.random.key(0), prompts_arr, prompt_lengths, params, eos_token_id, None,
-                  num_beams, max_new_tokens)
+  if not _checks.is_int(max_new_tokens):
+    raise ValueError(f"max_new_tokens must be an int >= 1 for beam search, got "
+                     f"{max_new_tokens!r}")
+  prep, _ = _prepare(jax.random.key(0), prompts_arr, prompt_lengths, params, eos_token_id,
+                     None, num_beams, max_new_tokens, cache)
   return _beam_search(tokens_to_logits, cache, prep, jnp.float32(length_penalty), k=num_beams,
                       max_new_tokens=max_new_tokens)

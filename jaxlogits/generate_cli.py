@@ -27,6 +27,16 @@ def _float(text: str) -> float:
     raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
 
 
+def _seed(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+  if not -2**63 <= value < 2**63:
+    raise argparse.ArgumentTypeError(f"must fit in 64 bits, got {text}")
+  return value
+
+
 def _add_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("prompt", help="prompt text (a BOS token is prepended)")
   p.add_argument("--max-new-tokens", type=cli.positive_int, default=128,
@@ -38,7 +48,7 @@ def _add_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--repetition-penalty", type=_float, default=1.0, help="> 0, 1 disables")
   p.add_argument("--frequency-penalty", type=_float, default=0.0, help="0 disables")
   p.add_argument("--presence-penalty", type=_float, default=0.0, help="0 disables")
-  p.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
+  p.add_argument("--seed", type=_seed, default=0, help="PRNG seed (default 0)")
   p.add_argument("--num-samples", type=cli.positive_int, default=1)
   p.add_argument("--logprobs", type=cli.nonneg_int, default=0,
                  help="top alternatives recorded per position (with --json)")

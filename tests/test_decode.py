@@ -103,7 +103,8 @@ def test_rows_do_not_depend_on_batch_mates_or_padding():
             jnp.pad(PROMPTS[i:i + 1, :int(LENGTHS[i])], ((0, 0), (0, 3))), LENGTHS[i:i + 1],
             jax.tree.map(lambda a: a[i:i + 1], params),
             decode._row_keys(jax.random.key(3), 3, 1)[i:i + 1],
-            jnp.zeros((1, 0), jnp.int32), jnp.zeros((0, 0), jnp.int32)),
+            jnp.zeros((1, 0), jnp.int32), jnp.zeros((1, 0, 0), jnp.int32),
+            jnp.zeros((1, 0), bool), jnp.array([10], jnp.int32)),
         max_new_tokens=10, top_k=0)
     np.testing.assert_array_equal(alone.tokens[0], full.tokens[i])
 
@@ -236,20 +237,42 @@ def test_surviving_mass_and_prompt_logprobs():
     assert np.all(np.asarray(out.prompt_logprobs[b, n:]) == 0.0)
 
 
-def test_a_finished_prompt_keeps_its_hypotheses_while_others_continue():
-  # After token 0: EOS (1) 0.98, token 0 again 0.02. With length_penalty 2, prompt 0 is done
-  # after two steps ([1] and [0, 1] finished; the live [0, 0] cannot beat them at its length);
-  # had it gone on, [0, 0, 1] (log 0.000392 / 9 = -0.87) would have displaced [0, 1] (-0.98).
+def test_per_row_eos_stop_sequences_and_max_new_tokens():
+  params = jl.SamplingParams.create(3, temperature=0.0)
+  prompts = jnp.array([[3], [3], [3]])  # the counting model then emits 4 5 6 7 8 ...
+  out = decode.generate(jax.random.key(0), counting_model, _counting_cache(3), prompts,
+                        params=params, max_new_tokens=[8, 8, 2],
+                        eos_token_id=jnp.array([[6, -1], [-1, -1], [-1, -1]]),
+                        stop_sequences=[[], [[5, 6, 7]], []])
+  np.testing.assert_array_equal(out.length, [3, 4, 2])
+  assert [decode.FINISH_REASONS[int(r)] for r in out.finish_reason] == ["eos", "stop", "length"]
+  np.testing.assert_array_equal(out.tokens[2], [4, 5, -1, -1, -1, -1, -1, -1])
+
+
+def test_a_cache_too_small_is_an_error():
+  fn, cache = _callback(1, max_len=4)
+  with pytest.raises(ValueError, match="cache holds 4 positions"):
+    decode.generate(jax.random.key(0), fn, cache, jnp.array([[256, 1]]), max_new_tokens=3)
+
+
+def test_beam_search_with_length_penalty_keeps_looking_for_longer_hypotheses():
+  # start -> EOS (-0.5), A (-1.5), B (-1.6); A -> EOS; B -> C (-0.4); C -> EOS (~0).
+  # With length_penalty 1, [B, C, EOS] (-2.0 / 3 = -0.67) beats [A, EOS] (-1.53 / 2).
+  lp = np.full((5, 5), -30.0)
+  lp[0, [1, 2, 3]] = [-0.5, -1.5, -1.6]  # ids: 0 start, 1 EOS, 2 A, 3 B, 4 C
+  lp[2, 1] = -0.03
+  lp[3, 4] = -0.4
+  lp[4, 1] = -0.001
+  table = jnp.asarray(lp, jnp.float32)
+
   def model(tokens, cache):
     valid = tokens >= 0
     last = jax.lax.associative_scan(lambda a, b: jnp.where(b >= 0, b, a),
                                     jnp.where(valid, tokens, -1), axis=1)
     last = jnp.where(last >= 0, last, cache[:, None])
-    table = jnp.log(jnp.array([[0.02, 0.98, 0.0], [1 / 3] * 3, [1e-4, 1e-4, 0.9998]]))
     return table[last], last[:, -1]
-  cache = jnp.zeros((4,), jnp.int32)
-  out = decode.beam_search(model, cache, jnp.array([[0], [2]]), num_beams=2, max_new_tokens=6,
-                           eos_token_id=1, length_penalty=2.0)
-  np.testing.assert_array_equal(out.tokens[0, 0], [1, -1, -1, -1, -1, -1])
-  np.testing.assert_array_equal(out.tokens[0, 1], [0, 1, -1, -1, -1, -1])
-  assert bool(out.finished[0, 1]) and int(out.length[1, 0]) == 6
+
+  out = decode.beam_search(model, jnp.zeros((2,), jnp.int32), jnp.array([[0]]), num_beams=2,
+                           max_new_tokens=4, eos_token_id=1, length_penalty=1.0)
+  hyps = {tuple(int(t) for t in out.tokens[0, h, :int(out.length[0, h])]) for h in range(2)}
+  assert (3, 4, 1) in hyps, hyps

@@ -49,6 +49,7 @@ def test_streamed_text_equals_json_text(ckpt, capsys):
     (["--max-new-tokens", "100000"], "exceeds the model's context"),
     (["--top-k", "x"], "invalid int value"),
     (["--bogus"], "unrecognized arguments"),
+    (["--seed", "99999999999999999999999"], "must fit in 64 bits"),
 ])
 def test_bad_flags_give_one_line_and_status_2(ckpt, capsys, flags, message):
   try:
