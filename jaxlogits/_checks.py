@@ -103,6 +103,18 @@ def is_int(value: Any) -> bool:
   return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def check_broadcast(name: str, shape: tuple[int, ...], target: tuple[int, ...],
+                    target_name: str) -> None:
+  """Raises ``ValueError`` unless ``shape`` broadcasts to exactly ``target``."""
+  try:
+    ok = np.broadcast_shapes(tuple(shape), tuple(target)) == tuple(target)
+  except ValueError:
+    ok = False
+  if not ok:
+    raise ValueError(f"{name} has shape {tuple(shape)}, which does not broadcast to "
+                     f"{target_name} {tuple(target)}")
+
+
 def row_param(name: str, value: Any, batch_shape: tuple[int, ...], dtype) -> jax.Array:
   """Returns a parameter as an array of ``batch_shape + (1,)`` for elementwise use on a row.
 
@@ -118,14 +130,7 @@ def row_param(name: str, value: Any, batch_shape: tuple[int, ...], dtype) -> jax
   arr = jnp.asarray(value)
   if jnp.issubdtype(arr.dtype, jnp.complexfloating):
     raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
-  try:
-    shape = np.broadcast_shapes(arr.shape, batch_shape)
-  except ValueError:
-    shape = None
-  if shape != tuple(batch_shape):
-    raise ValueError(
-        f"{name} has shape {arr.shape}, which does not broadcast to the batch shape "
-        f"{tuple(batch_shape)} (one value per row of logits)")
+  check_broadcast(name, arr.shape, batch_shape, "the batch shape (one value per row of logits)")
   return jnp.broadcast_to(arr.astype(dtype), batch_shape)[..., None]
 
 

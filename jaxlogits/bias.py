@@ -30,13 +30,7 @@ def _logit_bias(logits, bias):
 
 
 def _check_broadcast(name, arr, logits):
-  try:
-    ok = np.broadcast_shapes(arr.shape, logits.shape) == logits.shape
-  except ValueError:
-    ok = False
-  if not ok:
-    raise ValueError(f"{name} has shape {arr.shape}, which does not broadcast to logits "
-                     f"{logits.shape}")
+  _checks.check_broadcast(name, arr.shape, logits.shape, "logits")
 
 
 def logit_bias(logits: Any, bias: Any) -> jax.Array:

@@ -288,6 +288,12 @@ def _broadcast(name: str, value: Any, shape: tuple[int, ...], dtype) -> jax.Arra
   return jnp.broadcast_to(arr.astype(dtype), shape)
 
 
+def _check_normalisation(normalisation: str) -> None:
+  if normalisation not in NORMALISATIONS:
+    raise ValueError(f"normalisation must be one of {', '.join(map(repr, NORMALISATIONS))}, "
+                     f"got {normalisation!r}")
+
+
 def class_probabilities(total_logprobs: Any, lengths: Any = None, *, normalisation: str = "sum",
                         content_free_logprobs: Any = None, where: Any = None
                         ) -> ClassProbabilities:
@@ -341,9 +347,7 @@ def class_probabilities(total_logprobs: Any, lengths: Any = None, *, normalisati
     Zhao et al., "Calibrate Before Use: Improving Few-Shot Performance of Language Models",
     ICML 2021 (contextual calibration). https://arxiv.org/abs/2102.09690
   """
-  if normalisation not in NORMALISATIONS:
-    raise ValueError(f"normalisation must be one of {', '.join(map(repr, NORMALISATIONS))}, "
-                     f"got {normalisation!r}")
+  _check_normalisation(normalisation)
   total = _float_array("total_logprobs", total_logprobs)
   if total.ndim < 1 or total.shape[-1] < 1:
     raise ValueError(f"total_logprobs must have shape [..., K] with K >= 1 candidates, got "
@@ -440,9 +444,7 @@ def classify(tokens_to_logits: Callable, make_cache: Callable[[int, int], Any], 
     Zhao et al., "Calibrate Before Use: Improving Few-Shot Performance of Language Models",
     ICML 2021 (contextual calibration). https://arxiv.org/abs/2102.09690
   """
-  if normalisation not in NORMALISATIONS:
-    raise ValueError(f"normalisation must be one of {', '.join(map(repr, NORMALISATIONS))}, "
-                     f"got {normalisation!r}")
+  _check_normalisation(normalisation)
   calibrated = normalisation == "calibrated"
   if (content_free_prompt is not None) != calibrated:
     raise ValueError("content_free_prompt is required for normalisation='calibrated' and "

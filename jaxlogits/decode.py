@@ -35,6 +35,7 @@ from jaxlogits import penalties as _pen
 from jaxlogits import pipeline as _pipeline
 from jaxlogits import sampling as _sampling
 from jaxlogits.processors import History
+from jaxlogits.processors import add_tokens
 
 __all__ = [
     "FINISH_REASONS",
@@ -204,7 +205,7 @@ def _step(tokens_to_logits, state: DecodeState, params, row_keys, eos_ids, stop,
     out = out._replace(top_ids=out.top_ids.at[:, col].set(top_ids),
                        top_logprobs=out.top_logprobs.at[:, col].set(top_lp))
   hist = hist.append(tok, where=emitted)
-  counts = state.counts + (jnp.arange(state.counts.shape[-1]) == tok[:, None])
+  counts = add_tokens(state.counts, tok)
   is_eos = emitted & jnp.any(tok[:, None] == eos_ids, axis=-1)
   is_stop = emitted & _stop_hit(hist, stop, stop_valid)
   at_length = emitted & (generated + 1 >= jnp.minimum(limit, max_new_tokens))
@@ -562,7 +563,7 @@ def _beam_step(tokens_to_logits, s: _BeamState, params, eos_ids, length_penalty,
   rows = (jnp.arange(b)[:, None] * k + src_beam).reshape(-1)
   gather = lambda x: x[rows]
   history = jax.tree.map(gather, hist).append(alive_tok.reshape(-1))
-  counts = gather(s.counts) + (jnp.arange(v) == alive_tok.reshape(-1, 1))
+  counts = add_tokens(gather(s.counts), alive_tok.reshape(-1))
   # HF's heuristic stop: k finished hypotheses, none of the alive ones can still beat the worst
   full = jnp.all(best_score > -jnp.inf, axis=1)
   # With a positive length penalty a live beam improves as it grows: bound it at the longest

@@ -20,7 +20,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from jaxlogits import _checks
@@ -108,14 +107,7 @@ def token_counts(tokens: Any, vocab_size: int, *, length: Any = None, start: Any
 
 def _check_counts(counts, logits):
   counts = jnp.asarray(counts)
-  if counts.shape != logits.shape:
-    try:
-      ok = np.broadcast_shapes(counts.shape, logits.shape) == logits.shape
-    except ValueError:
-      ok = False
-    if not ok:
-      raise ValueError(
-          f"counts has shape {counts.shape}, which does not match logits {logits.shape}")
+  _checks.check_broadcast("counts", counts.shape, logits.shape, "logits")
   if not (jnp.issubdtype(counts.dtype, jnp.number) or counts.dtype == jnp.bool_):
     raise TypeError(f"counts must be numeric, got dtype {counts.dtype}")
   return counts
@@ -173,6 +165,14 @@ def _additive_penalty(logits, amount):
   amount = jnp.where(jnp.isnan(amount), 0.0, amount)  # under jit a NaN penalty is the identity
   y = nm.clamp_finite(x - amount, jnp.isfinite(x), logits.dtype)
   return nm.finish(jnp.where(amount != 0, y, x), logits.dtype)
+
+
+def _count_penalties(logits, counts, repetition, frequency, presence):
+  """Repetition, frequency and presence penalties in the standard order (row params [..., 1])."""
+  x = _repetition_penalty(logits, counts, repetition)
+  c = counts.astype(jnp.float32)
+  x = _additive_penalty(x, jnp.where(c != 0, frequency * c, 0.0))
+  return _additive_penalty(x, jnp.where(counts > 0, presence, 0.0))
 
 
 def frequency_penalty(logits: Any, counts: Any, penalty: Any) -> jax.Array:

@@ -247,10 +247,8 @@ def _process(logits, params, counts, tokens, length, num_generated, eos_ids, all
     counts = _pen._token_counts(tokens, length, length, 0, vocab_size=v, has_length=True,
                                 has_start=False, has_pad=False)
   if counts is not None:
-    x = _pen._repetition_penalty(x, counts, _row(params.repetition_penalty))
-    c = counts.astype(jnp.float32)
-    x = _pen._additive_penalty(x, jnp.where(c != 0, _row(params.frequency_penalty) * c, 0.0))
-    x = _pen._additive_penalty(x, jnp.where(counts > 0, _row(params.presence_penalty), 0.0))
+    x = _pen._count_penalties(x, counts, _row(params.repetition_penalty),
+                              _row(params.frequency_penalty), _row(params.presence_penalty))
   if tokens is not None:
     x = _pen._no_repeat_ngram(x, tokens, _row(params.no_repeat_ngram_size), length)
   # 3. temperature first, unless temperature_last

@@ -225,7 +225,7 @@ def no_repeat_ngram(n: Any) -> LogitsProcessor:
   return _param_processor(None, n, jnp.int32)._replace(process=process)
 
 
-def _add_tokens(counts: jax.Array, tokens: jax.Array) -> jax.Array:
+def add_tokens(counts: jax.Array, tokens: jax.Array) -> jax.Array:
   """Adds one drawn token per row to ``counts`` (``-1`` adds nothing)."""
   hit = jnp.arange(counts.shape[-1]) == tokens[..., None]
   return counts + hit.astype(counts.dtype)
@@ -270,15 +270,12 @@ def penalties(*, repetition: Any = 1.0, frequency: Any = 0.0, presence: Any = 0.
 
   def process(logits, state, history):
     del history
-    x = _pen._repetition_penalty(logits, state.counts, state.repetition)
-    c = state.counts.astype(jnp.float32)
-    x = _pen._additive_penalty(x, jnp.where(c != 0, state.frequency * c, 0.0))
-    x = _pen._additive_penalty(x, jnp.where(state.counts > 0, state.presence, 0.0))
-    return x, state
+    return _pen._count_penalties(logits, state.counts, state.repetition, state.frequency,
+                                 state.presence), state
 
   def observe(state, tokens, logits, history):
     del logits, history
-    return state._replace(counts=_add_tokens(state.counts, tokens))
+    return state._replace(counts=add_tokens(state.counts, tokens))
 
   return LogitsProcessor(init, process, observe)
 
@@ -375,7 +372,7 @@ def standard(params: _pipeline.SamplingParams, *, eos_token_id: Any = None) -> L
 
   def observe(state, tokens, logits, history):
     del logits, history
-    return state._replace(counts=_add_tokens(state.counts, tokens))
+    return state._replace(counts=add_tokens(state.counts, tokens))
 
   return LogitsProcessor(init, process, observe)
 
