@@ -17,6 +17,9 @@ row.  The pieces:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -34,17 +37,79 @@ def sanitize(logits: jax.Array) -> jax.Array:
 
 def effective(x: jax.Array) -> jax.Array:
   """Applies the +inf rule to sanitized logits ``x`` (see the module docstring)."""
-  pos_inf = x == jnp.inf
-  any_inf = jnp.any(pos_inf, axis=-1, keepdims=True)
-  return jnp.where(any_inf, jnp.where(pos_inf, 0.0, NEG_INF), x)
+  # A float max is the cheapest full pass on CPU (``jnp.any`` of a comparison costs more).
+  any_inf = jnp.max(x, axis=-1, keepdims=True) == jnp.inf
+  return jnp.where(any_inf, jnp.where(x == jnp.inf, 0.0, NEG_INF), x)
+
+
+def effective_and_max(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``(effective(x), its exact row max, any_inf)`` from one max pass over sanitized ``x``.
+
+  The row max of the effective logits is the max of ``x``, or 0 for a row with ``+inf``
+  (``any_inf``, ``[..., 1]``).
+  """
+  mx = row_max(x)
+  any_inf = mx == jnp.inf
+  return with_inf_rule(x, any_inf), jnp.where(any_inf, 0.0, mx), any_inf
+
+
+def with_inf_rule(x: jax.Array, any_inf: jax.Array) -> jax.Array:
+  """``effective(x)`` given each row's ``any_inf`` flag (elementwise, so it fuses)."""
+  return jnp.where(any_inf, jnp.where(x == jnp.inf, 0.0, NEG_INF), x)
+
+
+def dispatch(x: jax.Array, fn: Callable, *, inf_rule: bool = True) -> tuple[Any, jax.Array]:
+  """Runs ``fn(e, m)`` on the effective logits ``e`` of float32 ``x`` and their exact row max.
+
+  ``fn`` must return small (per-row) results. In the common case (no row holds NaN or ``+inf``
+  and no row maximum lies in the denormal band) ``e`` is ``x`` itself and ``m`` a float max:
+  XLA then reads ``x`` directly in every pass of ``fn``. Otherwise (a rare branch) ``e`` is
+  computed and materialised first. The test costs two plain reductions (a max, and a sum, which
+  is NaN exactly when the row holds NaN or both infinities); float max reductions on CPU skip
+  NaN, which is why the sum is needed. With ``inf_rule=False``, ``e`` is ``sanitize(x)`` (for
+  rules that treat ``+inf`` as a value, like top-k).
+
+  Returns:
+    ``(fn(e, m), any_inf)`` with ``any_inf`` ``[..., 1]``: the rows the ``+inf`` rule applied to
+    (pass it to ``with_inf_rule`` to write the output).
+  """
+  mx = jnp.max(x, axis=-1, keepdims=True)
+  total = jnp.sum(x, axis=-1, keepdims=True)
+  plain = ~jnp.any(jnp.isnan(total) | (mx == jnp.inf) | in_denormal_band(mx))
+  no_inf = jnp.zeros(mx.shape, bool)
+
+  def fast():
+    return fn(x, mx), no_inf
+
+  def general():
+    c = sanitize(x)
+    if inf_rule:
+      e, m, any_inf = effective_and_max(c)
+      return fn(e, m), any_inf
+    return fn(c, row_max(c)), no_inf
+
+  return lax.cond(plain, fast, general)
 
 
 def row_max(e: jax.Array) -> jax.Array:
-  """Row maximum with a trailing axis; a row of all -inf gives -inf."""
-  return jnp.max(e, axis=-1, keepdims=True)
+  """Exact row maximum with a trailing axis; a row of all -inf gives -inf.
+
+  A float ``max`` reduction is the fastest full pass XLA's CPU backend has (integer and
+  compare-and-select reductions cost several times more), but it flushes denormals, so its
+  result is only trusted outside the denormal band; a row whose float maximum lands in the band
+  is redone exactly on bit patterns (a rare branch).
+  """
+  m = jnp.max(e, axis=-1, keepdims=True)
+  band = in_denormal_band(m)
+  return lax.cond(jnp.any(band), lambda: jnp.where(band, _key_max(e), m), lambda: m)
 
 
-def log_normalizer(e: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _key_max(x: jax.Array) -> jax.Array:
+  """Exact row maximum through integer keys (slow on CPU; for the denormal band only)."""
+  return from_key(jnp.max(ordered_key(x), axis=-1, keepdims=True))
+
+
+def log_normalizer(e: jax.Array, m: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """Returns ``(shift, log_z)`` of effective logits ``e``, trailing axis kept.
 
   ``shift`` is the row maximum (0 for a row with no finite entry) and
@@ -52,7 +117,7 @@ def log_normalizer(e: jax.Array) -> tuple[jax.Array, jax.Array]:
   ``log p = (e - shift) - log_z``: subtracting the shift first keeps the result accurate for
   large logits (``1e4 - lse`` would lose the digits that ``(1e4 - max) - log_z`` keeps).
   """
-  m = row_max(e)
+  m = row_max(e) if m is None else m
   shift = jnp.where(jnp.isfinite(m), m, 0.0)
   log_z = jnp.log(jnp.sum(jnp.exp(e - shift), axis=-1, keepdims=True))
   return shift, log_z
@@ -90,14 +155,36 @@ def signed_key(x: jax.Array) -> jax.Array:
   return lax.bitcast_convert_type(ordered_key(x) ^ jnp.uint32(0x80000000), jnp.int32)
 
 
+def from_key(k: jax.Array) -> jax.Array:
+  """Inverse of ``ordered_key`` on the keys it produces (-0.0 comes back as +0.0)."""
+  k = k.astype(jnp.uint32)
+  bits = jnp.where((k >> 31) == 1, k & jnp.uint32(0x7FFFFFFF), ~k)
+  return lax.bitcast_convert_type(bits, jnp.float32)
+
+
 def in_denormal_band(x: jax.Array) -> jax.Array:
   """True where ``|x|`` is below the smallest normal float32 (zero included)."""
   return jnp.abs(x) < jnp.finfo(jnp.float32).tiny
 
 
 def first_argmax(x: jax.Array) -> jax.Array:
-  """Index of the largest value per row, lowest index on ties, exact for denormals."""
-  return jnp.argmax(signed_key(x), axis=-1)
+  """Index of the largest value per row, lowest index on ties, exact for denormals.
+
+  ``jnp.argmax`` is a two-operand reduction that XLA's CPU backend runs about 40 times slower
+  than a float ``max``; this is the exact maximum, then a float ``min`` over the ids of the
+  entries equal to it (ids are exact in float32 below 2**24). A row of all -inf gives 0.
+  """
+  v = x.shape[-1]
+  if v >= 2**24:
+    return jnp.argmax(signed_key(x), axis=-1)
+  top = is_max(x, row_max(x))
+  ids = lax.broadcasted_iota(jnp.float32, x.shape, x.ndim - 1)
+  return jnp.min(jnp.where(top, ids, jnp.float32(v)), axis=-1).astype(jnp.int32) % v
+
+
+def is_max(x: jax.Array, m: jax.Array) -> jax.Array:
+  """``x == m`` on bit patterns (exact for denormals; -0.0 equals +0.0)."""
+  return ordered_key(x) == ordered_key(m)
 
 
 def bisect_threshold(keys: jax.Array, weights: jax.Array, target: jax.Array) -> jax.Array:
@@ -135,7 +222,7 @@ def bisect_threshold(keys: jax.Array, weights: jax.Array, target: jax.Array) -> 
   return lax.fori_loop(0, 32, body, y0)
 
 
-TOP_BLOCK = 128
+TOP_BLOCK = 32
 
 
 def top_values(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
@@ -169,8 +256,7 @@ def top_values(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
 
 def keep_top(e: jax.Array, keep: jax.Array) -> jax.Array:
   """The keep-at-least-one rule: also keeps every token tied at the row maximum of ``e``."""
-  k = signed_key(e)
-  return keep | (k == jnp.max(k, axis=-1, keepdims=True))
+  return keep | is_max(e, row_max(e))
 
 
 def apply_mask(x: jax.Array, keep: jax.Array) -> jax.Array:

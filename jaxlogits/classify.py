@@ -87,8 +87,8 @@ class Classification(NamedTuple):
 def for_model(model: Any) -> ModelFns:
   """The callback and cache factory of the built-in transformer, for :func:`score_candidates`.
 
-  Build it once per model and reuse it: the callback is a static argument of the jitted scoring
-  function, so a new one compiles again. Later changes to ``model`` are not seen.
+  The weights travel in the cache, so models of one structure share the compiled scoring
+  function. Later changes to ``model`` are not seen.
 
   Args:
     model: a :class:`jaxlogits.model.Transformer`.
@@ -105,12 +105,12 @@ def for_model(model: Any) -> ModelFns:
   """
   from jaxlogits import model as _model  # local: keeps `import jaxlogits` free of Flax
 
-  tokens_to_logits, _ = _decode.model_callback(model, 1, 1)
+  tokens_to_logits, first = _decode.model_callback(model, 1, 1)
   config = model.config
 
   def make_cache(batch_size: int, max_len: int) -> _decode.ModelCache:
     return _decode.ModelCache(_model.init_cache(config, int(batch_size), int(max_len)),
-                              jnp.zeros((int(batch_size),), jnp.int32))
+                              jnp.zeros((int(batch_size),), jnp.int32), first.params)
 
   return ModelFns(tokens_to_logits, make_cache)
 

@@ -250,6 +250,7 @@ register_command("eval", "bits per byte of files under a checkpoint",
 from jaxlogits import generate_cli  # noqa: E402,F401  (after register_command exists)
 from jaxlogits import score_cli  # noqa: E402,F401
 from jaxlogits import calibrate_cli  # noqa: E402,F401
+from jaxlogits import bench  # noqa: E402,F401
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -83,10 +83,16 @@ class DecodeState(NamedTuple):
 
 
 class ModelCache(NamedTuple):
-  """Cache of :func:`model_callback`: the KV cache and each row's next free position."""
+  """Cache of :func:`model_callback`: KV cache, each row's next free position, the weights.
+
+  The weights travel in the cache (an argument of the compiled loop) rather than in the callback
+  (where they would be compiled in as constants): a new callback for a model of the same
+  structure, or new weights, reuse the compiled loop.
+  """
 
   kv: Any  # jaxlogits.model.KVCache
   position: jax.Array  # [B] int32
+  params: Any = None  # the model's nnx.State
 
 
 def model_callback(model: Any, batch_size: int, max_len: int
@@ -110,20 +116,43 @@ def model_callback(model: Any, batch_size: int, max_len: int
     >>> logits.shape, cache.position
     ((2, 3, 259), Array([3, 2], dtype=int32))
   """
-  from jaxlogits import model as _model  # local: keeps `import jaxlogits` free of Flax
+  from flax import nnx  # local: keeps `import jaxlogits` free of Flax
 
-  apply = _model.make_tokens_to_logits(model)
+  from jaxlogits import model as _model
 
-  def tokens_to_logits(tokens, cache):
-    tokens = jnp.asarray(tokens, jnp.int32)
-    valid = tokens >= 0
-    positions = cache.position[:, None] + jnp.arange(tokens.shape[1], dtype=jnp.int32)
-    logits, kv = apply(jnp.maximum(tokens, 0), positions, cache.kv, valid)
-    return logits, ModelCache(kv, cache.position + jnp.sum(valid, axis=1, dtype=jnp.int32))
-
+  graphdef, state = nnx.split(model)
   cache = ModelCache(_model.init_cache(model.config, batch_size, max_len),
-                     jnp.zeros((batch_size,), jnp.int32))
-  return tokens_to_logits, cache
+                     jnp.zeros((batch_size,), jnp.int32), state)
+  return _callback_for(graphdef), cache
+
+
+_CALLBACKS: dict[Any, Callable] = {}
+
+
+def _callback_for(graphdef: Any) -> Callable:
+  """One ``tokens_to_logits`` per model structure, so jitted loops compile once per structure."""
+  if graphdef not in _CALLBACKS:
+    from jaxlogits import model as _model
+
+    apply = _model.make_apply(graphdef)
+
+    def tokens_to_logits(tokens, cache):
+      tokens = jnp.asarray(tokens, jnp.int32)
+      valid = tokens >= 0
+      positions = cache.position[:, None] + jnp.arange(tokens.shape[1], dtype=jnp.int32)
+      logits, kv = apply(cache.params, jnp.maximum(tokens, 0), positions, cache.kv, valid)
+      return logits, ModelCache(kv, cache.position + jnp.sum(valid, axis=1, dtype=jnp.int32),
+                                 cache.params)
+
+    _CALLBACKS[graphdef] = tokens_to_logits
+  return _CALLBACKS[graphdef]
+
+
+def _gather_rows(gather: Callable, cache: Any) -> Any:
+  """Applies a row gather to every leaf of a cache (a ``ModelCache``'s weights have no rows)."""
+  if isinstance(cache, ModelCache):
+    return ModelCache(jax.tree.map(gather, cache.kv), gather(cache.position), cache.params)
+  return jax.tree.map(gather, cache)
 
 
 def _last_valid(logits, lengths):
@@ -573,7 +602,7 @@ def _beam_step(tokens_to_logits, s: _BeamState, params, eos_ids, length_penalty,
   done = s.done | (full & (best_alive <= jnp.min(best_score, axis=1))) | jnp.all(
       alive_lp == -jnp.inf, axis=1)
   feed = jnp.where(jnp.repeat(done, k), -1, alive_tok.reshape(-1))[:, None]
-  logits, cache = tokens_to_logits(feed, jax.tree.map(gather, s.cache))
+  logits, cache = tokens_to_logits(feed, _gather_rows(gather, s.cache))
   # A prompt that was already done keeps its hypotheses while the others go on.
   frozen = lambda old, new: jnp.where(
       s.done.reshape((b,) + (1,) * (old.ndim - 1)), old, new)
@@ -635,7 +664,7 @@ def beam_search(tokens_to_logits: Callable, cache: Any, prompts: Any, prompt_len
 
   Args:
     tokens_to_logits: the model callback; its cache's leaves must have the batch axis first (the
-      beams are reordered by gathering rows).
+      beams are reordered by gathering rows; a ``ModelCache``'s weights are left as they are).
     cache: the model's initial cache for ``B * num_beams`` rows.
     prompts: ``[B, P]`` right-padded prompt ids.
     prompt_lengths: ``[B]`` prompt lengths (default ``P``).

@@ -33,6 +33,32 @@ __all__ = [
 # Candidate-list sizes for the fast paths (static; results never depend on them, only speed).
 TOP_K_CANDIDATES = 64
 TOP_P_CANDIDATES = 128
+# The nucleus search: at most this many mass passes, then this many tokens read exactly.
+NUCLEUS_PASSES = 16
+NUCLEUS_EXTRACT = 64
+
+# Every rule below computes a per-row threshold on bit-pattern keys (``keep iff
+# ordered_key(e) >= thr``; 0 keeps everything) and then writes its output in one pass. Branches
+# (``lax.cond``) only ever return these [..., 1] thresholds, never a [..., V] array, so XLA can
+# fuse the final comparison with the caller's next step.
+
+
+def _write(x: jax.Array, any_inf: jax.Array | None, thr: jax.Array, dtype) -> jax.Array:
+  """The one output pass of a truncation: ``x`` where the key of its effective logit is at
+  least ``thr``, else -inf (NaN counts as -inf; ``any_inf`` from ``nm.dispatch``, None for a
+  rule without the +inf rule)."""
+  clean = nm.sanitize(x)
+  e = clean if any_inf is None else nm.with_inf_rule(clean, any_inf)
+  return jnp.where(nm.ordered_key(e) >= thr, clean, nm.NEG_INF).astype(dtype)
+
+
+def _after(y: jax.Array) -> jax.Array:
+  """The threshold of ``keep = key > y`` (saturating)."""
+  return jnp.where(y == jnp.uint32(0xFFFFFFFF), y, y + jnp.uint32(1))
+
+
+def _keep_all(shape) -> jax.Array:
+  return jnp.zeros(shape, jnp.uint32)
 
 
 def _masked(x, keep, active):
@@ -48,34 +74,33 @@ def _cond(pred, true_fn, false_fn, operand=None):
 # top_k
 
 
-def _kth_largest_mask(x: jax.Array, k: jax.Array, candidates: int) -> jax.Array:
-  """``x >= kth_largest(x)`` per row for ``1 <= k <= V`` (ties kept)."""
+def _kth_key(x: jax.Array, k: jax.Array, candidates: int) -> jax.Array:
+  """Threshold of ``x >= kth_largest(x)`` per row for ``1 <= k <= V`` (ties kept)."""
   v = x.shape[-1]
   kk = jnp.clip(k, 1, v)
   c = min(v, candidates)
   vals, _ = nm.top_values(x, c)
   kth = jnp.take_along_axis(vals, jnp.minimum(kk, c) - 1, axis=-1)
-  keep_fast = nm.signed_key(x) >= nm.signed_key(kth)
+  fast = nm.ordered_key(kth)
   # The exact search handles k beyond the candidates, and a k-th value among denormals, which
   # the CPU's float comparisons (inside lax.top_k) may treat as zero.
   slow_rows = (kk > c) | nm.in_denormal_band(kth)
 
-  def slow(_):
-    keys = nm.ordered_key(x)
-    y = nm.bisect_threshold(keys, jnp.ones(x.shape, jnp.int32), kk)
-    return jnp.where(slow_rows, keys > y, keep_fast)
+  def slow():
+    y = nm.bisect_threshold(nm.ordered_key(x), jnp.ones(x.shape, jnp.int32), kk)
+    return jnp.where(slow_rows, _after(y), fast)
 
-  return _cond(jnp.any(slow_rows), slow, lambda _: keep_fast, None)
+  return lax.cond(jnp.any(slow_rows), slow, lambda: fast)
 
 
 @functools.partial(jax.jit, static_argnames="candidates")
 def _top_k(logits, k, candidates=TOP_K_CANDIDATES):
-  x = nm.sanitize(logits)
+  x = logits.astype(jnp.float32)
   active = (k > 0) & (k < x.shape[-1])
-  out = _cond(nm.any_active(active),
-              lambda _: _masked(x, _kth_largest_mask(x, k, candidates), active),
-              lambda _: x, None)
-  return nm.finish(out, logits.dtype)
+  thr, _ = nm.dispatch(x, lambda e, m: lax.cond(
+      jnp.any(active), lambda: _kth_key(e, k, candidates), lambda: _keep_all(k.shape)),
+                       inf_rule=False)
+  return _write(x, None, jnp.where(active, thr, 0), logits.dtype)
 
 
 def top_k(logits: Any, k: Any) -> jax.Array:
@@ -116,44 +141,136 @@ def top_k(logits: Any, k: Any) -> jax.Array:
 # top_p
 
 
-def _nucleus_mask(e: jax.Array, p: jax.Array, candidates: int) -> jax.Array:
-  """Keep mask of top-p on effective logits ``e``: mass strictly above ``< p``."""
-  v = e.shape[-1]
-  shift, log_z = nm.log_normalizer(e)
-  c = min(v, candidates)
-  vals, _ = nm.top_values(e, c)
-  pv = jnp.exp((vals - shift) - log_z)
-  exclusive = jnp.cumsum(pv, axis=-1) - pv
-  # Mass strictly above a candidate = exclusive cumsum at the first member of its tie group.
-  idx = jnp.arange(c)
+def _mass_above(vals: jax.Array, w: jax.Array, base: jax.Array) -> jax.Array:
+  """Mass strictly above each of ``vals`` (descending, ties adjacent) given their weights ``w``.
+
+  ``base`` is the mass above the first value; a tie group's members share the mass above its
+  first member.
+  """
+  exclusive = base + jnp.cumsum(w, axis=-1) - w
+  idx = jnp.arange(vals.shape[-1])
   new_group = jnp.concatenate(
       [jnp.ones(vals.shape[:-1] + (1,), bool), vals[..., 1:] != vals[..., :-1]], axis=-1)
   start = lax.cummax(jnp.where(new_group, idx, 0), axis=vals.ndim - 1)
-  above = jnp.take_along_axis(exclusive, start, axis=-1)
+  return jnp.take_along_axis(exclusive, start, axis=-1)
+
+
+def _nucleus_search(e, keys, shift, log_z, p, hi, w_hi, passes, extract):
+  """Top-p threshold for rows whose nucleus is larger than the candidate list.
+
+  A bracket ``lo < threshold <= hi`` on values with known masses ``W(lo) >= p > W(hi)``
+  (``W(t)``: probability of the tokens above ``t``) is narrowed by mass passes, each one masked
+  sum over the row, at points chosen by a secant step on the masses and offset by the expected
+  spacing of tokens there, until it should hold fewer than ``extract`` tokens. Those are then
+  read exactly (the ``extract`` largest values inside the bracket) and the threshold is found
+  among them as in the candidate path. The starting ``lo`` uses the bound that the tokens below
+  ``t`` carry at most ``V exp(t - shift - log_z)``. Returns ``(ok, thr)``; a row is not ``ok``
+  when the bracket could not be closed or held too many tokens, and the caller falls back to the
+  exact bisection for it.
+  """
+  v = e.shape[-1]
+  probs = lambda t: jnp.exp((t - shift) - log_z)
+
+  def mass_above(t):
+    return jnp.sum(jnp.where(keys > nm.ordered_key(t), probs(e), 0.0), axis=-1, keepdims=True)
+
+  lo = shift + log_z + jnp.log(jnp.maximum(1.0 - p, 0.0) / (2.0 * v))
+  lo = jnp.where(jnp.isfinite(lo), jnp.minimum(lo, hi), hi)
+  w_lo = mass_above(lo)
+  # If the bound failed (rounding), the bracket is empty and the row falls back.
+  valid = (w_lo >= p) & (lo < hi)
+
+  def done(lo, w_lo, w_hi):
+    # Tokens in (lo, hi] each carry more than probs(lo): fewer than (W(lo) - W(hi)) / probs(lo).
+    return (w_lo - w_hi) < (extract - 1) * probs(lo)
+
+  def cond(state):
+    i, lo, w_lo, hi, w_hi, _, _, _ = state
+    return (i < passes) & jnp.any(valid & ~done(lo, w_lo, w_hi))
+
+  def body(state):
+    # Regula falsi with the Illinois rule (an end kept twice has its value halved), each point
+    # pushed past the estimate by a quarter of the extract size in expected token spacing,
+    # alternating sides, so that both ends close in.
+    i, lo, w_lo, hi, w_hi, f_lo, f_hi, last = state
+    width = hi - lo
+    t = (lo * f_hi - hi * f_lo) / jnp.where(f_hi == f_lo, -1.0, f_hi - f_lo)
+    density = (w_lo - w_hi) / jnp.maximum(width, 1e-30)
+    delta = (extract / 4) * probs(t) / jnp.maximum(density, 1e-30)
+    t = t + jnp.where(i % 2 == 0, -delta, delta)
+    t = jnp.clip(t, lo + 1e-4 * width, hi - 1e-4 * width)
+    w = mass_above(t)
+    below = w >= p
+    f_lo = jnp.where(below, w - p, jnp.where(last < 0, f_lo / 2, f_lo))
+    f_hi = jnp.where(below, jnp.where(last > 0, f_hi / 2, f_hi), w - p)
+    lo, w_lo = jnp.where(below, t, lo), jnp.where(below, w, w_lo)
+    hi, w_hi = jnp.where(below, hi, t), jnp.where(below, w_hi, w)
+    return i + 1, lo, w_lo, hi, w_hi, f_lo, f_hi, jnp.where(below, 1, -1)
+
+  state = (0, lo, w_lo, hi, w_hi, w_lo - p, w_hi - p, jnp.zeros(lo.shape, jnp.int32))
+  _, lo, w_lo, hi, w_hi, _, _, _ = lax.while_loop(cond, body, state)
+  inside = (keys > nm.ordered_key(lo)) & (keys <= nm.ordered_key(hi))
+  vals, _ = nm.top_values(jnp.where(inside, e, nm.NEG_INF), extract)
+  above = _mass_above(vals, probs(vals), w_hi)
+  n_ok = jnp.sum((above < p) & (vals > nm.NEG_INF), axis=-1, keepdims=True)
+  thr_val = jnp.take_along_axis(vals, jnp.maximum(n_ok - 1, 0), axis=-1)
+  thr = jnp.where(n_ok > 0, nm.ordered_key(thr_val), _after(nm.ordered_key(hi)))
+  complete = (vals[..., -1:] == nm.NEG_INF) | (extract == v)
+  ok = (valid & complete & ~nm.in_denormal_band(thr_val)
+        & ~nm.in_denormal_band(hi) & ~nm.in_denormal_band(lo))
+  return ok, thr
+
+
+def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int,
+                 passes: int) -> jax.Array:
+  """Threshold of top-p on effective logits ``e`` (row max ``m``): mass strictly above ``< p``."""
+  v = e.shape[-1]
+  c = min(v, candidates)
+  vals, _ = nm.top_values(e, c)
+  shift = jnp.where(jnp.isfinite(m), m, 0.0)
+  # When every row has at most c finite logits (after a top-k, say) the candidates hold the
+  # whole distribution and the normaliser needs no pass over the row.
+  sparse = (vals[..., -1:] == nm.NEG_INF) | (c == v)
+  log_z = lax.cond(
+      jnp.all(sparse), lambda: jnp.log(jnp.sum(jnp.exp(vals - shift), axis=-1, keepdims=True)),
+      lambda: nm.log_normalizer(e, m)[1])
+  above = _mass_above(vals, jnp.exp((vals - shift) - log_z), jnp.zeros_like(shift))
   n_ok = jnp.sum(above < p, axis=-1, keepdims=True)
   thr = jnp.take_along_axis(vals, jnp.maximum(n_ok - 1, 0), axis=-1)
   fits = ((n_ok < c) | (c == v)) & ~nm.in_denormal_band(thr)
   # n_ok == 0 (p <= 0) gives thr = max: the keep-at-least-one rule.
-  keep_fast = nm.signed_key(e) >= nm.signed_key(thr)
+  fast = nm.ordered_key(thr)
 
-  def slow(_):
+  def slow():
     keys = nm.ordered_key(e)
-    probs = jnp.exp((e - shift) - log_z)
-    y = nm.bisect_threshold(keys, probs, p)
-    keep = nm.keep_top(e, keys > y)
-    return jnp.where(fits, keep_fast, keep)
+    top = nm.ordered_key(m)
+    search = ~fits & (n_ok == c) & ~nm.in_denormal_band(vals[..., -1:])
+    if passes > 0:
+      ok, found = _nucleus_search(e, keys, shift, log_z, p, vals[..., -1:], above[..., -1:],
+                                  passes, min(v, NUCLEUS_EXTRACT))
+      ok = search & ok
+    else:
+      ok, found = jnp.zeros_like(fits), fast
+    partial = jnp.where(fits, fast, jnp.where(ok, jnp.minimum(found, top), top))
 
-  return _cond(jnp.any(~fits), slow, lambda _: keep_fast, None)
+    def bisect():
+      probs = jnp.exp((e - shift) - log_z)
+      y = nm.bisect_threshold(keys, probs, p)
+      return jnp.where(fits | ok, partial, jnp.minimum(_after(y), top))
+
+    return lax.cond(jnp.any(~fits & ~ok), bisect, lambda: partial)
+
+  return lax.cond(jnp.any(~fits), slow, lambda: fast)
 
 
-@functools.partial(jax.jit, static_argnames="candidates")
-def _top_p(logits, p, candidates=TOP_P_CANDIDATES):
-  x = nm.sanitize(logits)
+@functools.partial(jax.jit, static_argnames=("candidates", "passes"))
+def _top_p(logits, p, candidates=TOP_P_CANDIDATES, passes=NUCLEUS_PASSES):
+  x = logits.astype(jnp.float32)
   active = ~(p >= 1)
-  out = _cond(nm.any_active(active),
-              lambda _: _masked(x, _nucleus_mask(nm.effective(x), p, candidates), active),
-              lambda _: x, None)
-  return nm.finish(out, logits.dtype)
+  thr, any_inf = nm.dispatch(x, lambda e, m: lax.cond(
+      jnp.any(active), lambda: _nucleus_key(e, m, p, candidates, passes),
+      lambda: _keep_all(p.shape)))
+  return _write(x, any_inf, jnp.where(active, thr, 0), logits.dtype)
 
 
 def top_p(logits: Any, p: Any) -> jax.Array:
@@ -194,12 +311,13 @@ def top_p(logits: Any, p: Any) -> jax.Array:
 
 @jax.jit
 def _min_p(logits, p):
-  x = nm.sanitize(logits)
-  e = nm.effective(x)
+  x = logits.astype(jnp.float32)
   active = p > 0
   log_p = jnp.log(jnp.where(active, jnp.minimum(p, 1.0), 1.0))
-  keep = nm.keep_top(e, e >= nm.row_max(e) + log_p)
-  return nm.finish(_masked(x, keep, active), logits.dtype)
+  # The top is always kept.
+  thr, any_inf = nm.dispatch(
+      x, lambda e, m: jnp.minimum(nm.ordered_key(m + log_p), nm.ordered_key(m)))
+  return _write(x, any_inf, jnp.where(active, thr, 0), logits.dtype)
 
 
 def min_p(logits: Any, p: Any) -> jax.Array:

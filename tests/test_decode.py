@@ -276,3 +276,26 @@ def test_beam_search_with_length_penalty_keeps_looking_for_longer_hypotheses():
                            max_new_tokens=4, eos_token_id=1, length_penalty=1.0)
   hyps = {tuple(int(t) for t in out.tokens[0, h, :int(out.length[0, h])]) for h in range(2)}
   assert (3, 4, 1) in hyps, hyps
+
+
+def test_model_callbacks_share_one_compilation_and_see_their_own_weights():
+  # The weights travel in the cache, so a second model of the same structure reuses the compiled
+  # loop (no recompilation) and still decodes with its own weights.
+  prompts = jnp.array([[256, 65, 66], [256, 67, 68]])
+  params = jl.SamplingParams.create(2, temperature=0.0)
+  before = decode._generate._cache_size()
+  outs = []
+  for seed in (11, 12):
+    fn, cache = decode.model_callback(create_model(get_config("tiny"), seed=seed), 2, 16)
+    outs.append(decode.generate(jax.random.key(0), fn, cache, prompts, params=params,
+                                max_new_tokens=6))
+  assert decode._generate._cache_size() == before + 1
+  ref = create_model(get_config("tiny"), seed=12)
+  fn, cache = decode.model_callback(ref, 2, 16)
+  logits, _ = fn(prompts, cache)
+  np.testing.assert_array_equal(outs[1].tokens[:, 0], jnp.argmax(logits[:, -1], axis=-1))
+  assert not np.array_equal(outs[0].tokens, outs[1].tokens)
+  # Beam search reorders the cache's rows and leaves the weights alone.
+  fn, cache = decode.model_callback(ref, 4, 16)
+  beams = decode.beam_search(fn, cache, prompts, num_beams=2, max_new_tokens=3)
+  assert beams.tokens.shape[0] == 2

@@ -1,0 +1,443 @@
+"""``jaxlogits bench``: how close sampling runs to the cost of reading the logits once.
+
+Run it on your own CPU, GPU or TPU::
+
+  jaxlogits bench                      # table on stdout, JSON in bench.json
+  jaxlogits bench --plot bench.png     # also time against vocabulary size
+  jaxlogits bench --decode             # also the decode loop against its bare forward step
+
+Every figure is the median of ``--repeats`` timed calls after warm-up calls, each blocked on
+(``jax.block_until_ready``), and every comparison is a ratio of two figures measured in the same
+run. The floor is ``jax.nn.logsumexp`` over the same logits, jitted: one read of the logits with
+the exponentials a softmax needs.
+
+Workloads (float32 logits, batch 32 and vocabulary 128256 unless ``--batch``/``--vocab`` say
+otherwise):
+
+* W1: temperature 0.7, top_k 50, top_p 0.9, draw.
+* W2: temperature 1.0, top_p 0.95, min_p 0.05, draw (the nucleus is found among all tokens).
+* W3: repetition 1.1, frequency 0.5 and presence 0.5 penalties from the counts of 512 context
+  tokens per row (counted beforehand, as a decode loop carries them), temperature 0.8, top_p 0.9,
+  draw.
+* W4: W2 at batch 1.
+
+Each runs two ways: composing the public transforms (``sample(key, top_p(top_k(...)))``) and
+through :class:`jaxlogits.SamplingParams` with :func:`jaxlogits.sample_step`. Peers in the same
+run: the same chains written the common way in JAX (a full sort, a cumulative sum and
+``jax.random.categorical``), and, when ``torch`` and ``transformers`` are installed,
+transformers' logits processors followed by ``torch.multinomial``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+import jaxlogits as jl
+from jaxlogits import cli
+
+__all__ = ["run", "main"]
+
+CONTEXT_TOKENS = 512
+SCALING_VOCABS = (32000, 128256, 256000)
+SCALING_BATCHES = (8, 32)
+
+
+# --------------------------------------------------------------------------------------------
+# timing
+
+
+def median_ms(fn: Callable, *args, repeats: int, warmup: int = 2) -> float:
+  """Median wall time in ms of ``fn(*args)`` over ``repeats`` calls after ``warmup`` calls."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return float(np.median(times)) * 1e3
+
+
+# --------------------------------------------------------------------------------------------
+# the workloads, three ways
+
+
+SETTINGS = {
+    "W1": dict(temperature=0.7, top_k=50, top_p=0.9),
+    "W2": dict(temperature=1.0, top_p=0.95, min_p=0.05),
+    "W3": dict(repetition_penalty=1.1, frequency_penalty=0.5, presence_penalty=0.5,
+               temperature=0.8, top_p=0.9),
+}
+SETTINGS["W4"] = SETTINGS["W2"]
+
+
+def composed(name: str) -> Callable:
+  """The workload written by composing the public transforms (jitted as a whole)."""
+  s = SETTINGS[name]
+
+  def w12(key, logits, counts):
+    del counts
+    x = jl.temperature(logits, s["temperature"])
+    if "top_k" in s:
+      x = jl.top_k(x, s["top_k"])
+    x = jl.top_p(x, s["top_p"])
+    if "min_p" in s:
+      x = jl.min_p(x, s["min_p"])
+    return jl.sample(key, x)
+
+  def w3(key, logits, counts):
+    x = jl.repetition_penalty(logits, counts, s["repetition_penalty"])
+    x = jl.frequency_penalty(x, counts, s["frequency_penalty"])
+    x = jl.presence_penalty(x, counts, s["presence_penalty"])
+    return jl.sample(key, jl.top_p(jl.temperature(x, s["temperature"]), s["top_p"]))
+
+  return jax.jit(w3 if name == "W3" else w12)
+
+
+def pipelined(name: str, batch: int) -> tuple[Callable, jl.SamplingParams]:
+  """The workload through the batched parameter record and its one pipeline function."""
+  params = jl.SamplingParams.create(batch, **SETTINGS[name])
+  step = jax.jit(lambda key, logits, counts, params: jl.sample_step(
+      key, logits, params, counts=counts)[0])
+  return step, params
+
+
+def _common_top_p(x: jax.Array, p: float) -> jax.Array:
+  # The usual recipe: sort descending, cumulative softmax, drop what lies past p, unsort.
+  order = jnp.argsort(-x, axis=-1)
+  sorted_x = jnp.take_along_axis(x, order, axis=-1)
+  probs = jax.nn.softmax(sorted_x, axis=-1)
+  drop_sorted = (jnp.cumsum(probs, axis=-1) - probs) > p
+  drop = jnp.zeros_like(drop_sorted).at[jnp.arange(x.shape[0])[:, None], order].set(drop_sorted)
+  return jnp.where(drop, -jnp.inf, x)
+
+
+def common_jax(name: str) -> Callable:
+  """The workload written the common way in JAX: sort, cumsum, ``jax.random.categorical``."""
+  s = SETTINGS[name]
+
+  def fn(key, logits, counts):
+    x = logits
+    if name == "W3":
+      seen = counts > 0
+      x = jnp.where(seen, jnp.where(x > 0, x / s["repetition_penalty"],
+                                    x * s["repetition_penalty"]), x)
+      x = x - s["frequency_penalty"] * counts - s["presence_penalty"] * seen
+    x = x / s["temperature"]
+    if "top_k" in s:
+      kth = lax.top_k(x, s["top_k"])[0][:, -1:]
+      x = jnp.where(x < kth, -jnp.inf, x)
+    x = _common_top_p(x, s["top_p"])
+    if "min_p" in s:
+      probs = jax.nn.softmax(x, axis=-1)
+      x = jnp.where(probs < s["min_p"] * probs.max(-1, keepdims=True), -jnp.inf, x)
+    return jax.random.categorical(key, x, axis=-1)
+
+  return jax.jit(fn)
+
+
+def transformers_peer(name: str) -> Callable | None:
+  """transformers' logits processors and ``torch.multinomial``, or None when not installed."""
+  if name == "W3" or importlib.util.find_spec("transformers") is None:
+    return None  # transformers has no frequency or presence penalty
+  try:
+    import torch
+    from transformers import (LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper,
+                              TopKLogitsWarper, TopPLogitsWarper)
+  except Exception:  # a broken install counts as absent
+    return None
+  s = SETTINGS[name]
+  procs = [TemperatureLogitsWarper(s["temperature"])]
+  if "top_k" in s:
+    procs.append(TopKLogitsWarper(s["top_k"]))
+  procs.append(TopPLogitsWarper(s["top_p"]))
+  if "min_p" in s:
+    procs.append(MinPLogitsWarper(s["min_p"]))
+  chain = LogitsProcessorList(procs)
+
+  def fn(input_ids, scores):
+    with torch.no_grad():
+      x = chain(input_ids, scores.clone())
+      return torch.multinomial(torch.softmax(x, dim=-1), 1)
+
+  return fn
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+def make_inputs(batch: int, vocab: int, seed: int = 0) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Logits like a language model's (a few clear favourites over a long tail), counts, a key."""
+  k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
+  logits = jax.random.normal(k1, (batch, vocab)) * 2.0
+  context = jax.random.randint(k2, (batch, CONTEXT_TOKENS), 0, vocab)
+  counts = jl.token_counts(context, vocab)
+  return logits, counts, k3
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+  return None if a is None or b is None else a / b
+
+
+def workload_rows(batch: int, vocab: int, repeats: int, peers: bool) -> list[dict[str, Any]]:
+  """Times W1-W4 every way at one shape; ratios against the floor of the same shape."""
+  rows = []
+  for name in ("W1", "W2", "W3", "W4"):
+    b = 1 if name == "W4" else batch
+    logits, counts, key = make_inputs(b, vocab)
+    floor = median_ms(jax.jit(lambda l: jax.nn.logsumexp(l, axis=-1)), logits, repeats=repeats)
+    comp = median_ms(composed(name), key, logits, counts, repeats=repeats)
+    step, params = pipelined(name, b)
+    pipe = median_ms(step, key, logits, counts, params, repeats=repeats)
+    row = dict(workload=name, batch=b, vocab=vocab, floor_ms=floor, composed_ms=comp,
+               pipeline_ms=pipe, common_jax_ms=None, transformers_ms=None)
+    if peers:
+      row["common_jax_ms"] = median_ms(common_jax(name), key, logits, counts,
+                                       repeats=max(3, repeats // 3))
+      hf = transformers_peer(name)
+      if hf is not None:
+        import torch
+        scores = torch.from_numpy(np.array(logits))
+        ids = torch.zeros((b, 1), dtype=torch.long)
+        row["transformers_ms"] = _torch_median_ms(hf, ids, scores, max(3, repeats // 3))
+    best = min(comp, pipe)
+    row.update(composed_x_floor=comp / floor, pipeline_x_floor=pipe / floor,
+               common_jax_x_ours=_ratio(row["common_jax_ms"], best),
+               transformers_x_ours=_ratio(row["transformers_ms"], best))
+    rows.append(row)
+  return rows
+
+
+def _torch_median_ms(fn, ids, scores, repeats: int) -> float:
+  for _ in range(2):
+    fn(ids, scores)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn(ids, scores)
+    times.append(time.perf_counter() - start)
+  return float(np.median(times)) * 1e3
+
+
+def scaling_rows(repeats: int, vocabs=SCALING_VOCABS, batches=SCALING_BATCHES
+                 ) -> list[dict[str, Any]]:
+  """W1 and W2 (composed) and the floor over batch x vocabulary, with time per logit."""
+  rows = []
+  for b in batches:
+    for v in vocabs:
+      logits, counts, key = make_inputs(b, v)
+      floor = median_ms(jax.jit(lambda l: jax.nn.logsumexp(l, axis=-1)), logits,
+                        repeats=repeats)
+      row = dict(batch=b, vocab=v, floor_ms=floor)
+      for name in ("W1", "W2"):
+        ms = median_ms(composed(name), key, logits, counts, repeats=repeats)
+        row[f"{name}_ms"] = ms
+        row[f"{name}_ns_per_logit"] = ms * 1e6 / (b * v)
+      rows.append(row)
+  return rows
+
+
+def sharded_row(timeout: float = 900.0) -> dict[str, Any] | None:
+  """W2 with the vocabulary over 8 simulated devices, run in a subprocess (its own devices)."""
+  if importlib.util.find_spec("jaxlogits._bench_sharded") is None:
+    return None
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-m", "jaxlogits._bench_sharded", "--json"],
+                        capture_output=True, text=True, env=env, timeout=timeout)
+  if proc.returncode != 0:
+    return dict(error=proc.stderr.strip().splitlines()[-1:] or ["failed"])
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(batch: int = 32, vocab: int = 128256, repeats: int = 15, peers: bool = True,
+        scaling: bool = True, sharded: bool = True, decode: bool = False,
+        vocabs=SCALING_VOCABS, batches=SCALING_BATCHES) -> dict[str, Any]:
+  """Runs the benchmark and returns its results as a JSON-ready dict.
+
+  Args:
+    batch: rows of W1-W3.
+    vocab: vocabulary size of W1-W4.
+    repeats: timed calls per figure (after warm-up).
+    peers: also time the common JAX way and transformers (when installed).
+    scaling: also time W1 and W2 over ``batches`` x ``vocabs``.
+    sharded: also run the vocab-sharded W2 over 8 simulated devices (a subprocess).
+    decode: also time the decode loop (see :func:`jaxlogits.bench_decode.run`).
+    vocabs: vocabulary sizes of the scaling table.
+    batches: batch sizes of the scaling table.
+
+  Returns:
+    ``{"device", "jax", "workloads", "scaling", "sharded", "decode"}``.
+
+  Examples:
+    >>> out = run(batch=2, vocab=512, repeats=1, peers=False, scaling=False, sharded=False)
+    >>> [row["workload"] for row in out["workloads"]]
+    ['W1', 'W2', 'W3', 'W4']
+  """
+  out: dict[str, Any] = dict(
+      device=str(jax.devices()[0].device_kind), platform=jax.default_backend(),
+      cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
+      jax=jax.__version__, repeats=repeats)
+  out["workloads"] = workload_rows(batch, vocab, repeats, peers)
+  out["scaling"] = scaling_rows(repeats, vocabs, batches) if scaling else []
+  out["sharded"] = sharded_row() if sharded else None
+  if decode:
+    from jaxlogits import bench_decode
+    out["decode"] = bench_decode.run(repeats=max(3, repeats // 5), peers=peers)
+  else:
+    out["decode"] = None
+  return out
+
+
+# --------------------------------------------------------------------------------------------
+# output
+
+
+def _fmt(x: float | None, spec: str = ".2f", suffix: str = "") -> str:
+  return "-" if x is None else f"{x:{spec}}{suffix}"
+
+
+def format_table(out: dict[str, Any]) -> str:
+  """The results as a plain-text table."""
+  lines = [f"jaxlogits bench on {out['platform']} ({out['device']}, {out['cores']} cores), "
+           f"jax {out['jax']}; medians of {out['repeats']} runs; ratios within this run", ""]
+  head = (f"{'workload':8s} {'B':>3s} {'V':>7s} {'floor ms':>9s} {'composed':>16s} "
+          f"{'pipeline':>16s} {'common JAX':>18s} {'transformers':>18s}")
+  lines += [head, "-" * len(head)]
+  for r in out["workloads"]:
+    lines.append(
+        f"{r['workload']:8s} {r['batch']:3d} {r['vocab']:7d} {r['floor_ms']:9.2f} "
+        f"{r['composed_ms']:7.2f} ({r['composed_x_floor']:4.1f}x) "
+        f"{r['pipeline_ms']:7.2f} ({r['pipeline_x_floor']:4.1f}x) "
+        f"{_fmt(r['common_jax_ms'], '7.1f')} ({_fmt(r['common_jax_x_ours'], '5.1f', 'x')}) "
+        f"{_fmt(r['transformers_ms'], '7.1f')} ({_fmt(r['transformers_x_ours'], '5.1f', 'x')})")
+  lines.append("(composed, pipeline: times the floor; peers: times our faster way)")
+  if out["scaling"]:
+    lines += ["", f"{'B':>4s} {'V':>7s} {'floor ms':>9s} {'W1 ms':>8s} {'W1 ns/logit':>12s} "
+              f"{'W2 ms':>8s} {'W2 ns/logit':>12s}"]
+    for r in out["scaling"]:
+      lines.append(f"{r['batch']:4d} {r['vocab']:7d} {r['floor_ms']:9.2f} {r['W1_ms']:8.2f} "
+                   f"{r['W1_ns_per_logit']:12.3f} {r['W2_ms']:8.2f} {r['W2_ns_per_logit']:12.3f}")
+  sh = out.get("sharded")
+  if sh:
+    lines.append("")
+    if "error" in sh:
+      lines.append(f"sharded W2: failed: {sh['error']}")
+    else:
+      lines.append(
+          f"sharded W2 over {sh['devices']} devices: {sh['sharded_ms']:.2f} ms "
+          f"(one device {sh['single_device_ms']:.2f} ms); bytes across devices per step "
+          f"{sh['bytes_crossed_per_step']:,} vs {sh['bytes_full_gather']:,} for a full gather")
+  dec = out.get("decode")
+  if dec:
+    from jaxlogits import bench_decode
+    lines += ["", bench_decode.format_table(dec)]
+  return "\n".join(lines)
+
+
+def plot(out: dict[str, Any], path: str) -> None:
+  """Draws time against vocabulary size (one line per workload and batch) into ``path``."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for b in sorted({r["batch"] for r in out["scaling"]}):
+    rows = [r for r in out["scaling"] if r["batch"] == b]
+    vs = [r["vocab"] for r in rows]
+    for key, style in (("floor_ms", ":"), ("W1_ms", "-"), ("W2_ms", "--")):
+      ax.plot(vs, [r[key] for r in rows], style, marker="o",
+              label=f"{key[:-3]} B={b}")
+  ax.set_xlabel("vocabulary size")
+  ax.set_ylabel("ms per step (median)")
+  ax.set_title(f"jaxlogits on {out['platform']} ({out['device']})")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  """Flags of ``jaxlogits bench``.
+
+  Args:
+    parser: the subcommand's parser.
+  """
+  parser.add_argument("--batch", type=int, default=32, help="rows of W1-W3 (default 32)")
+  parser.add_argument("--vocab", type=int, default=128256, help="vocabulary (default 128256)")
+  parser.add_argument("--repeats", type=int, default=15, help="timed runs per figure (15)")
+  parser.add_argument("--json", default="bench.json", help="where to write the results")
+  parser.add_argument("--plot", default=None, metavar="FILE.png",
+                      help="draw time against vocabulary size")
+  parser.add_argument("--no-peers", action="store_true", help="skip common JAX and transformers")
+  parser.add_argument("--no-scaling", action="store_true", help="skip the batch x vocab table")
+  parser.add_argument("--no-sharded", action="store_true", help="skip the vocab-sharded case")
+  parser.add_argument("--decode", action="store_true", help="also time the decode loop")
+  parser.add_argument("--vocabs", default=",".join(map(str, SCALING_VOCABS)),
+                      help="vocabulary sizes of the scaling table, comma-separated")
+  parser.add_argument("--batches", default=",".join(map(str, SCALING_BATCHES)),
+                      help="batch sizes of the scaling table, comma-separated")
+
+
+def _sizes(flag: str, text: str) -> tuple[int, ...]:
+  try:
+    sizes = tuple(int(t) for t in text.split(",") if t.strip())
+  except ValueError:
+    sizes = ()
+  if not sizes or min(sizes) < 1:
+    raise ValueError(f"--{flag} must be positive integers separated by commas, got {text!r}")
+  return sizes
+
+
+def main(args: argparse.Namespace) -> int:
+  """Runs ``jaxlogits bench`` with parsed flags; returns the exit status.
+
+  Args:
+    args: the parsed flags (see :func:`add_arguments`).
+
+  Returns:
+    0.
+  """
+  for flag in ("batch", "vocab", "repeats"):
+    if getattr(args, flag) < 1:
+      raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+  vocabs, batches = _sizes("vocabs", args.vocabs), _sizes("batches", args.batches)
+  if args.plot and args.no_scaling:
+    raise ValueError("--plot draws the scaling table; drop --no-scaling")
+  out = run(args.batch, args.vocab, args.repeats, peers=not args.no_peers,
+            scaling=not args.no_scaling, sharded=not args.no_sharded, decode=args.decode,
+            vocabs=vocabs, batches=batches)
+  print(format_table(out))
+  with open(args.json, "w") as f:
+    json.dump(out, f, indent=1)
+  print(f"\nresults written to {args.json}")
+  if args.plot:
+    plot(out, args.plot)
+    print(f"plot written to {args.plot}")
+  return 0
+
+
+cli.register_command("bench", "time sampling against the cost of reading the logits once",
+                     add_arguments, main)

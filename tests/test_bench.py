@@ -1,0 +1,81 @@
+"""``jaxlogits bench`` (jaxlogits/bench.py, bench_decode.py) at tiny sizes: structure, not speed."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxlogits import bench, cli
+
+
+def test_workloads_composed_and_pipelined_draw_the_same_tokens():
+  logits, counts, key = bench.make_inputs(3, 300)
+  for name in ("W1", "W2", "W3"):
+    ours = np.asarray(bench.composed(name)(key, logits, counts))
+    step, params = bench.pipelined(name, 3)
+    # The composition and the pipeline apply the same rules in the same order: same tokens.
+    np.testing.assert_array_equal(ours, np.asarray(step(key, logits, counts, params)))
+    common = np.asarray(bench.common_jax(name)(key, logits, counts))
+    assert ((0 <= common) & (common < 300)).all()
+
+
+def test_common_jax_top_p_keeps_the_same_nucleus():
+  # The peer is a fair one: its sort-based top-p keeps the same tokens as ours on untied rows.
+  import jaxlogits as jl
+  x = jax.random.normal(jax.random.key(3), (4, 500)) * 3
+  np.testing.assert_array_equal(np.asarray(bench._common_top_p(x, 0.9)) > -jnp.inf,
+                                np.asarray(jl.top_p(x, 0.9)) > -jnp.inf)
+
+
+def test_run_reports_ratios_measured_in_the_same_run():
+  out = bench.run(batch=2, vocab=512, repeats=2, peers=True, scaling=True, sharded=False,
+                  vocabs=(256, 512), batches=(1,))
+  assert [r["workload"] for r in out["workloads"]] == ["W1", "W2", "W3", "W4"]
+  for r in out["workloads"]:
+    assert r["floor_ms"] > 0 and r["composed_ms"] > 0 and r["pipeline_ms"] > 0
+    assert r["composed_x_floor"] == pytest.approx(r["composed_ms"] / r["floor_ms"])
+    assert r["common_jax_ms"] > 0
+    best = min(r["composed_ms"], r["pipeline_ms"])
+    assert r["common_jax_x_ours"] == pytest.approx(r["common_jax_ms"] / best)
+  assert out["workloads"][3]["batch"] == 1
+  assert [(r["batch"], r["vocab"]) for r in out["scaling"]] == [(1, 256), (1, 512)]
+  text = bench.format_table(out)
+  assert "W2" in text and "ns/logit" in text
+  json.dumps(out)  # JSON-ready
+
+
+def test_cli_writes_json_and_plot(tmp_path, capsys):
+  out_json, out_png = tmp_path / "b.json", tmp_path / "b.png"
+  status = cli.main(["bench", "--batch", "2", "--vocab", "256", "--repeats", "1", "--no-peers",
+                     "--no-sharded", "--vocabs", "128,256", "--batches", "1",
+                     "--json", str(out_json), "--plot", str(out_png)])
+  assert status == 0
+  data = json.loads(out_json.read_text())
+  assert len(data["workloads"]) == 4 and len(data["scaling"]) == 2
+  assert out_png.stat().st_size > 1000
+  assert "results written" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--repeats", "0"], "--repeats must be >= 1"),
+    (["--vocabs", "a,b"], "--vocabs must be positive integers"),
+    (["--batches", "0"], "--batches must be positive integers"),
+])
+def test_cli_rejects_bad_flags(argv, message, capsys):
+  assert cli.main(["bench", "--no-sharded", *argv]) == 2
+  assert message in capsys.readouterr().err
+
+
+def test_decode_bench_rows(monkeypatch):
+  from jaxlogits import bench_decode
+  # A small stand-in for the Llama-shaped model keeps the test quick; the code path is the same.
+  monkeypatch.setattr(bench_decode, "SHAPE", dict(d_model=32, num_layers=1, num_heads=2,
+                                                  num_kv_heads=2, head_dim=16, mlp_dim=64))
+  monkeypatch.setattr(bench_decode, "VOCAB", 300)
+  monkeypatch.setattr(bench_decode, "NEW", 4)
+  rows = bench_decode.run(repeats=1, peers=False, batches=(2,))
+  assert rows[0]["batch"] == 2 and rows[0]["generate_ms_per_token"] > 0
+  assert rows[0]["bare_ms_per_token"] > 0 and rows[0]["transformers_ms_per_token"] is None
+  assert "generate" in bench_decode.format_table(rows)

@@ -1,0 +1,118 @@
+"""The fast paths of the truncations choose the same masks as the float64 reference.
+
+``top_k`` and ``top_p`` have three ways to their threshold: a candidate list (the largest
+values, from the blocked top-k), for ``top_p`` a search that brackets the nucleus boundary with
+mass passes and then reads the few tokens inside exactly, and the 32-pass bisection over bit
+patterns. Each is forced here on adversarial rows (ties, -inf, NaN, +inf, huge and denormal
+values) and on long rows where the blocked candidate search is used, and must give the
+reference's mask and values exactly.
+"""
+
+import hypothesis
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import strategies as st
+
+from jaxlogits import truncation
+from tests import reference as R
+from tests import strategies as S
+from tests.compare import MARGIN, assert_same_masks_and_values
+
+# (candidates, passes): candidates only; search (few candidates); bisection only.
+TOP_P_PATHS = {"candidates": (truncation.TOP_P_CANDIDATES, truncation.NUCLEUS_PASSES),
+               "search": (2, truncation.NUCLEUS_PASSES), "bisection": (2, 0)}
+
+
+def _top_p(logits, p, path):
+  candidates, passes = TOP_P_PATHS[path]
+  return truncation._top_p(jnp.asarray(logits), jnp.asarray(p, jnp.float32)[:, None],
+                           candidates=candidates, passes=passes)
+
+
+@pytest.mark.parametrize("path", sorted(TOP_P_PATHS))
+@hypothesis.given(data=st.data())
+def test_top_p_paths_match_reference_on_adversarial_rows(path, data):
+  logits = data.draw(S.logit_batches(max_rows=3, max_size=200), label="logits")
+  p = np.array([data.draw(S.top_ps(allow_zero=True)) for _ in range(logits.shape[0])])
+  hypothesis.assume(R.row_margins(R.top_p_margin, logits, p).min() >= MARGIN)
+  assert_same_masks_and_values(_top_p(logits, p, path), R.apply_rows(R.top_p_ref, logits, p),
+                               exact_values=True)
+
+
+def _safe_p(row, target):
+  """The p nearest ``target`` whose boundary is not a float32 knife edge for this row."""
+  for p in target + np.linspace(0.0, 0.05, 101) * np.resize([1, -1], 101):
+    if 0 < p < 1 and R.top_p_margin(row, float(np.float32(p))) >= MARGIN:
+      return float(np.float32(p))
+  raise AssertionError(f"no safe p near {target}")
+
+
+@pytest.mark.parametrize("path", sorted(TOP_P_PATHS))
+@pytest.mark.parametrize("scale,p", [(0.5, 0.5), (2.0, 0.9), (4.0, 0.9), (8.0, 0.3)])
+def test_top_p_paths_on_long_rows(path, scale, p):
+  rng = np.random.default_rng(int(scale * 10 + p * 1000))
+  logits = (rng.normal(size=(4, 1000)) * scale).astype(np.float32)
+  logits[0, rng.integers(0, 1000, 100)] = -np.inf
+  logits[1, :500] = np.round(logits[1, :500])  # many ties
+  logits[2, 17] = np.nan
+  ps = np.array([_safe_p(row, p) for row in logits])
+  assert_same_masks_and_values(_top_p(logits, ps, path), R.apply_rows(R.top_p_ref, logits, ps),
+                               exact_values=True)
+
+
+@pytest.mark.parametrize("k", [50, 700])
+def test_top_k_then_top_p_on_a_blocked_row(k):
+  # V long enough for the blocked candidate search; after top_k the candidates hold the row.
+  rng = np.random.default_rng(k)
+  logits = (rng.normal(size=(2, 70000)) * 3).astype(np.float32)
+  x = np.asarray(truncation._top_k(jnp.asarray(logits), jnp.full((2, 1), k, jnp.int32)))
+  ps = np.array([_safe_p(row, 0.9) for row in x])
+  got = truncation._top_p(jnp.asarray(x), jnp.asarray(ps, jnp.float32)[:, None])
+  assert_same_masks_and_values(got, R.apply_rows(R.top_p_ref, x, ps), exact_values=True)
+
+
+def test_the_search_decides_long_rows_without_bisection():
+  # The search must close its bracket on ordinary long rows (otherwise it only costs time).
+  from jaxlogits import _numerics as nm
+  rng = np.random.default_rng(0)
+  e = jnp.asarray(rng.normal(size=(4, 20000)) * 2.0, jnp.float32)
+  p = jnp.full((4, 1), 0.95)
+  shift, log_z = nm.log_normalizer(e)
+  vals, _ = nm.top_values(e, 128)
+  above = truncation._mass_above(vals, jnp.exp((vals - shift) - log_z), jnp.zeros_like(shift))
+  ok, _ = truncation._nucleus_search(e, nm.ordered_key(e), shift, log_z, p, vals[:, -1:],
+                                     above[:, -1:], truncation.NUCLEUS_PASSES,
+                                     truncation.NUCLEUS_EXTRACT)
+  assert bool(jnp.all(ok))
+
+
+@pytest.mark.parametrize("candidates", [truncation.TOP_K_CANDIDATES, 2])
+@hypothesis.given(data=st.data())
+def test_top_k_paths_match_reference_on_adversarial_rows(candidates, data):
+  logits = data.draw(S.logit_batches(max_rows=3, max_size=200), label="logits")
+  k = np.array([data.draw(S.top_ks(logits.shape[1])) for _ in range(logits.shape[0])])
+  got = truncation._top_k(jnp.asarray(logits), jnp.asarray(k, jnp.int32)[:, None],
+                          candidates=candidates)
+  assert_same_masks_and_values(got, R.apply_rows(R.top_k_ref, logits, k), exact_values=True)
+
+
+@pytest.mark.parametrize("k", [1, 7, 50, 64, 65, 700])
+def test_top_k_long_rows_with_ties_and_denormals(k):
+  rng = np.random.default_rng(k)
+  v = 40000  # long enough for the blocked candidate search
+  logits = rng.integers(-50, 50, size=(3, v)).astype(np.float32)  # heavy ties
+  logits[0, rng.integers(0, v, 2000)] = -np.inf
+  logits[1] = rng.choice(np.array([1e-40, -1e-40, 0.0, -0.0, 1e-45], np.float32), v)
+  logits[2, 5] = np.nan
+  got = truncation._top_k(jnp.asarray(logits), jnp.full((3, 1), k, jnp.int32))
+  assert_same_masks_and_values(got, R.apply_rows(R.top_k_ref, logits, k), exact_values=True)
+
+
+@hypothesis.given(data=st.data())
+def test_min_p_key_threshold_matches_reference(data):
+  logits = data.draw(S.logit_batches(max_rows=3, max_size=100), label="logits")
+  p = np.array([data.draw(S.min_ps()) for _ in range(logits.shape[0])])
+  hypothesis.assume(R.row_margins(R.min_p_margin, logits, p).min() >= MARGIN)
+  got = truncation._min_p(jnp.asarray(logits), jnp.asarray(p, jnp.float32)[:, None])
+  assert_same_masks_and_values(got, R.apply_rows(R.min_p_ref, logits, p), exact_values=True)
