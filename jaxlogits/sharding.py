@@ -182,22 +182,24 @@ def _bisect_threshold(keys, weights, target, axis_name):
     above = lax.psum(above, axis_name)
     return jnp.where(above >= target, candidate, y)
 
-  y0 = jnp.zeros(keys.shape[:-1] + (1,), jnp.uint32)
-  return lax.fori_loop(0, 32, body, y0)
+  # The first pass outside the loop gives the carry the sharding type of the loop's result
+  # (varying over any mesh axis the rows are split over, as shard_map's loops require).
+  y = body(jnp.int32(0), jnp.zeros(keys.shape[:-1] + (1,), jnp.uint32))
+  return lax.fori_loop(1, 32, body, y)
 
 
 def _top_keys(keys, c):
   """The ``c`` largest int32 keys of each row (values only), without a full sort."""
   v = keys.shape[-1]
   if v < 4 * c * nm.TOP_BLOCK:
-    return lax.top_k(keys, c)[0]
+    return nm.pin_top_k(*lax.top_k(keys, c))[0]
   tb = nm.TOP_BLOCK
   nb = -(-v // tb)
   pad = [(0, 0)] * (keys.ndim - 1) + [(0, nb * tb - v)]
   blocks = jnp.pad(keys, pad, constant_values=_INT_MIN).reshape(keys.shape[:-1] + (nb, tb))
   _, chosen = lax.top_k(jnp.max(blocks, axis=-1), c)
   cand = jnp.take_along_axis(blocks, chosen[..., None], axis=-2).reshape(keys.shape[:-1] + (-1,))
-  return lax.top_k(cand, c)[0]
+  return nm.pin_top_k(*lax.top_k(cand, c))[0]
 
 
 def _gather_top(keys, c, axis_name):
