@@ -99,8 +99,14 @@ def close(a, b):
               np.allclose(a[fin], b[fin], rtol=1e-6, atol=1e-6))
 
 
+# Compared to float32 rounding: log_softmax's row sum, and the pipeline's chained arithmetic
+# (penalty, then temperature), may round differently in a different compiled program, sharded
+# or not (XLA fuses and reassociates); every mask and token is compared exactly.
+_ROUNDED = ("log_softmax", "sample_step_processed", "process_logits")
+
+
 def same(name, a, b):
-  return (close if name == "log_softmax" else equal)(a, b)
+  return (close if name in _ROUNDED else equal)(a, b)
 
 
 def reference_checks(name, x, param, got):
@@ -308,6 +314,28 @@ def _batch_cases(rng, b, v):
   return x, counts, tokens, cases, params
 
 
+def _all_transforms(cases):
+  """One function applying every case (one compilation instead of one per transform)."""
+  names = list(cases)
+
+  def fn(x, *flat_args):
+    out, i = {}, 0
+    for name in names:
+      f, args = cases[name]
+      out[name] = f(x, *flat_args[i:i + len(args)])
+      i += len(args)
+    return out
+
+  flat = [a for name in names for a in cases[name][1]]
+  return fn, flat
+
+
+def _compare(out, got, want, prefix=""):
+  for name in want:
+    if not same(name, got[name], want[name]):
+      out["failed"].append(prefix + name)
+
+
 def check_batch_sharded_jit():
   """Under jit with the batch sharded by NamedSharding(P('batch')) every transform, the draw and
   the pipeline keep the output batch-sharded and equal the single-device result."""
@@ -317,33 +345,37 @@ def check_batch_sharded_jit():
   mesh = mesh1(8, "batch")
   rows = jax.sharding.NamedSharding(mesh, P("batch"))
   put = lambda a: jax.device_put(a, rows)
-  out = {"ok": True, "failed": []}
-
-  def record(name, got, want):
-    ok = same(name, got, want)
-    spec = got.sharding.spec if hasattr(got.sharding, "spec") else None
-    sharded = spec is not None and len(spec) > 0 and spec[0] == "batch"
-    if not (ok and sharded):
-      out["failed"].append({"name": name, "equal": ok, "sharding": str(got.sharding)})
-      out["ok"] = False
-
-  xs = put(x)
-  for name, (fn, args) in cases.items():
-    got = jax.jit(fn)(xs, *[put(a) for a in args])
-    record(name, got, fn(x, *args))
+  out = {"ok": True, "failed": [], "not_batch_sharded": []}
+  fn, flat = _all_transforms(cases)
   keys = jax.random.split(jax.random.key(0), b)
-  record("sample_per_row_keys", jax.jit(jl.sample)(put(keys), xs), jl.sample(keys, x))
-  record("sample_one_key", jax.jit(jl.sample)(jax.random.key(1), xs),
-         jl.sample(jax.random.key(1), x))
-  sparams = jax.tree.map(put, params)
-  got_tok, got_proc = jax.jit(lambda k, l, p, c: jl.sample_step(k, l, p, counts=c))(
-      jax.random.key(2), xs, sparams, put(counts))
-  want_tok, want_proc = jl.sample_step(jax.random.key(2), x, params, counts=counts)
-  record("sample_step_tokens", got_tok, want_tok)
-  record("sample_step_processed", got_proc, want_proc)
-  got = jax.jit(lambda l, p, t: jl.process_logits(l, p, tokens=t))(xs, sparams, put(tokens))
-  record("process_logits", got, jl.process_logits(x, params, tokens=tokens))
-  out["cases"] = len(cases) + 5
+
+  def transforms(x, keys, *flat):
+    res = fn(x, *flat)
+    res["sample_per_row_keys"] = jl.sample(keys, x)
+    res["sample_one_key"] = jl.sample(jax.random.key(1), x)
+    return res
+
+  # The pipeline compiles on its own, as it does on one device: fused into one program with
+  # the rest, XLA may sum a row in another order and move a float32 knife edge of these
+  # adversarial rows (a property of the program, not of the sharding).
+  def pipeline(x, params, counts, tokens):
+    res = {}
+    res["sample_step_tokens"], res["sample_step_processed"] = jl.sample_step(
+        jax.random.key(2), x, params, counts=counts)
+    res["process_logits"] = jl.process_logits(x, params, tokens=tokens)
+    return res
+
+  want = transforms(x, keys, *flat)
+  want.update(pipeline(x, params, counts, tokens))
+  got = jax.jit(transforms)(put(x), put(keys), *[put(a) for a in flat])
+  got.update(jax.jit(pipeline)(put(x), jax.tree.map(put, params), put(counts), put(tokens)))
+  _compare(out, got, want)
+  for name, arr in got.items():
+    spec = getattr(arr.sharding, "spec", None)
+    if not (spec is not None and len(spec) > 0 and spec[0] == "batch"):
+      out["not_batch_sharded"].append(f"{name}: {arr.sharding}")
+  out["ok"] = not out["failed"] and not out["not_batch_sharded"]
+  out["cases"] = len(want)
   return out
 
 
@@ -355,29 +387,23 @@ def check_batch_shard_map():
   x, counts, tokens, cases, params = _batch_cases(rng, b, v)
   mesh = mesh1(8, "batch")
   rows = P("batch")
-  failed = []
-  for name, (fn, args) in cases.items():
-    f = jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=(rows,) * (1 + len(args)), out_specs=rows))
-    try:
-      if not same(name, f(x, *args), fn(x, *args)):
-        failed.append(name)
-    except Exception as e:  # noqa: BLE001
-      failed.append(f"{name}: {type(e).__name__}: {str(e)[:200]}")
+  out = {"failed": []}
+  fn, flat = _all_transforms(cases)
   keys = jax.random.split(jax.random.key(0), b)
-  f = jax.jit(jax.shard_map(jl.sample, mesh=mesh, in_specs=(rows, rows), out_specs=rows))
-  if not equal(f(keys, x), jl.sample(keys, x)):
-    failed.append("sample")
-  pspecs = jl.SamplingParams(*([rows] * 16))
-  f = jax.jit(jax.shard_map(lambda k, l, p, c: jl.sample_step(k, l, p, counts=c), mesh=mesh,
-                            in_specs=(rows, rows, pspecs, rows), out_specs=(rows, rows)))
-  try:
-    got = f(keys, x, params, counts)
-    want = jl.sample_step(keys, x, params, counts=counts)
-    if not (equal(got[0], want[0]) and equal(got[1], want[1])):
-      failed.append("sample_step")
-  except Exception as e:  # noqa: BLE001
-    failed.append(f"sample_step: {type(e).__name__}: {str(e)[:200]}")
-  return {"ok": not failed, "failed": failed}
+
+  def everything(x, keys, params, counts, *flat):
+    res = fn(x, *flat)
+    res["sample"] = jl.sample(keys, x)
+    res["sample_step_tokens"], res["sample_step_processed"] = jl.sample_step(
+        keys, x, params, counts=counts)
+    return res
+
+  args = (x, keys, params, counts, *flat)
+  specs = (rows, rows, jl.SamplingParams(*([rows] * 16)), rows) + (rows,) * len(flat)
+  got = jax.jit(jax.shard_map(everything, mesh=mesh, in_specs=specs, out_specs=rows))(*args)
+  _compare(out, got, everything(*args))
+  out["ok"] = not out["failed"]
+  return out
 
 
 def check_pmap_and_vmap():
@@ -386,35 +412,35 @@ def check_pmap_and_vmap():
   rng = np.random.default_rng(5)
   b, v = 16, 257
   x, counts, tokens, cases, params = _batch_cases(rng, b, v)
-  out = {"ok": True, "failed": []}
+  out = {"failed": []}
   dev = lambda a: np.asarray(a).reshape((8, b // 8) + np.asarray(a).shape[1:])
-  flat = lambda a: np.asarray(a).reshape((b,) + np.asarray(a).shape[2:])
+  undev = lambda a: a.reshape((b,) + a.shape[2:])
+  fn, flat = _all_transforms(cases)
   keys = jax.random.split(jax.random.key(0), b)
-  for name, (fn, args) in cases.items():
-    want = fn(x, *args)
-    got_p = jax.pmap(fn)(dev(x), *[dev(a) for a in args])
-    if not same(name, flat(got_p), want):
-      out["failed"].append("pmap " + name)
-    # vmap: one row per call, per-row parameters
-    got_v = jax.vmap(fn)(x, *args)
-    if not same(name, got_v, want):
-      out["failed"].append("vmap " + name)
-  want = jl.sample(keys, x)
-  if not equal(flat(jax.pmap(jl.sample)(keys.reshape(8, -1), dev(x))), want):
-    out["failed"].append("pmap sample")
-  if not equal(jax.vmap(jl.sample)(keys, x), want):
-    out["failed"].append("vmap sample")
-  want_tok, want_proc = jl.sample_step(keys, x, params, counts=counts)
-  pstep = jax.pmap(lambda k, l, p, c: jl.sample_step(k, l, p, counts=c))
-  got_tok, got_proc = pstep(keys.reshape(8, -1), dev(x), jax.tree.map(dev, params), dev(counts))
-  if not (equal(flat(got_tok), want_tok) and equal(flat(got_proc), want_proc)):
-    out["failed"].append("pmap sample_step")
-  # vmap over rows: each call sees one [1, V] row with its own key and parameters
-  vstep = jax.vmap(lambda k, l, p, c: jl.sample_step(
-      k[None], l[None], jax.tree.map(lambda a: a[None], p), counts=c[None]))
-  got_tok, got_proc = vstep(keys, x, params, counts)
-  if not (equal(got_tok[:, 0], want_tok) and equal(got_proc[:, 0], want_proc)):
-    out["failed"].append("vmap sample_step")
+
+  def everything(x, keys, params, counts, *flat):
+    res = fn(x, *flat)
+    res["sample"] = jl.sample(keys, x)
+    res["sample_step_tokens"], res["sample_step_processed"] = jl.sample_step(
+        keys, x, params, counts=counts)
+    return res
+
+  args = (x, keys, params, counts, *flat)
+  want = everything(*args)
+  got = jax.pmap(everything)(*jax.tree.map(lambda a: a.reshape((8, b // 8) + a.shape[1:]),
+                                           args))
+  _compare(out, jax.tree.map(undev, got), want, "pmap ")
+  # vmap over rows: each call sees one row ([V] for the transforms, [1, V] for sample_step)
+  # with its own key and parameters
+  def row_fn(x, key, params, counts, *flat):
+    res = fn(x, *flat)
+    res["sample"] = jl.sample(key, x)
+    tok, proc = jl.sample_step(key[None], x[None], jax.tree.map(lambda a: a[None], params),
+                               counts=counts[None])
+    res["sample_step_tokens"], res["sample_step_processed"] = tok[0], proc[0]
+    return res
+
+  _compare(out, jax.vmap(row_fn)(*args), want, "vmap ")
   out["ok"] = not out["failed"]
   return out
 
