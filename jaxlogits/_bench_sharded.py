@@ -54,6 +54,14 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  # ``python -m`` imports the package (and so JAX) first; the CPU backend starts on first use,
+  # so the device count can still be set here.
+  try:
+    jax.config.update("jax_num_cpu_devices", 8)
+  except RuntimeError:
+    pass
+
 import jaxlogits as jl  # noqa: E402
 from jaxlogits import sharding as sh  # noqa: E402
 
