@@ -26,6 +26,7 @@ from jaxlogits.penalties import presence_penalty
 from jaxlogits.penalties import repetition_penalty
 from jaxlogits.penalties import token_counts
 from jaxlogits import processors
+from jaxlogits import sharding
 from jaxlogits.pipeline import SamplingParams
 from jaxlogits.pipeline import process_logits
 from jaxlogits.pipeline import sample_step
@@ -35,6 +36,16 @@ from jaxlogits.processors import chain
 from jaxlogits.processors import sample_with
 from jaxlogits.sampling import greedy
 from jaxlogits.sampling import sample
+from jaxlogits.sharding import pad_vocab
+from jaxlogits.sharding import padded_vocab_size
+from jaxlogits.sharding import vocab_sharded_min_p
+from jaxlogits.sharding import vocab_sharded_penalties
+from jaxlogits.sharding import vocab_sharded_sample
+from jaxlogits.sharding import vocab_sharded_sample_step
+from jaxlogits.sharding import vocab_sharded_sampler
+from jaxlogits.sharding import vocab_sharded_temperature
+from jaxlogits.sharding import vocab_sharded_top_k
+from jaxlogits.sharding import vocab_sharded_top_p
 from jaxlogits.temperature import temperature
 from jaxlogits.truncation import epsilon_cutoff
 from jaxlogits.truncation import eta_cutoff
@@ -100,6 +111,8 @@ __all__ = (
     "min_p",
     "model_callback",
     "no_repeat_ngram",
+    "pad_vocab",
+    "padded_vocab_size",
     "presence_penalty",
     "process_logits",
     "processors",
@@ -109,6 +122,7 @@ __all__ = (
     "sample_with",
     "save_checkpoint",
     "score",
+    "sharding",
     "stream",
     "temperature",
     "token_bias",
@@ -120,4 +134,12 @@ __all__ = (
     "top_n_sigma",
     "top_p",
     "typical_p",
+    "vocab_sharded_min_p",
+    "vocab_sharded_penalties",
+    "vocab_sharded_sample",
+    "vocab_sharded_sample_step",
+    "vocab_sharded_sampler",
+    "vocab_sharded_temperature",
+    "vocab_sharded_top_k",
+    "vocab_sharded_top_p",
 )

@@ -218,8 +218,10 @@ def bisect_threshold(keys: jax.Array, weights: jax.Array, target: jax.Array) -> 
     above = jnp.sum(jnp.where(keys > candidate, weights, zero), axis=-1, keepdims=True)
     return jnp.where(above >= target, candidate, y)
 
-  y0 = jnp.zeros(keys.shape[:-1] + (1,), jnp.uint32)
-  return lax.fori_loop(0, 32, body, y0)
+  # The first pass runs outside the loop so that the carry has the sharding type of the loop's
+  # result (inside shard_map it varies over the mesh axes that split the rows).
+  y = body(jnp.int32(0), jnp.zeros(keys.shape[:-1] + (1,), jnp.uint32))
+  return lax.fori_loop(1, 32, body, y)
 
 
 TOP_BLOCK = 32
@@ -242,7 +244,7 @@ def top_values(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
   v = x.shape[-1]
   if v < 4 * k * TOP_BLOCK:
     vals, ids = lax.top_k(x, k)
-    return lax.optimization_barrier((vals, ids.astype(jnp.int32)))
+    return pin_top_k(vals, ids)
   nb = -(-v // TOP_BLOCK)
   pad = [(0, 0)] * (x.ndim - 1) + [(0, nb * TOP_BLOCK - v)]
   blocks = jnp.pad(x, pad, constant_values=-jnp.inf).reshape(x.shape[:-1] + (nb, TOP_BLOCK))
@@ -251,7 +253,17 @@ def top_values(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
   cand = jnp.take_along_axis(blocks, chosen[..., None], axis=-2).reshape(x.shape[:-1] + (-1,))
   vals, pos = lax.top_k(cand, k)
   ids = jnp.take_along_axis(chosen, pos // TOP_BLOCK, axis=-1) * TOP_BLOCK + pos % TOP_BLOCK
-  return lax.optimization_barrier((vals, ids.astype(jnp.int32)))
+  return pin_top_k(vals, ids)
+
+
+def pin_top_k(vals: jax.Array, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """An optimisation barrier on ``lax.top_k``'s results (see ``top_values``).
+
+  The extra scalar keeps the barrier's operand from being folded into the top-k's own result
+  tuple: XLA's CPU top-k decomposer aborts on that form inside ``shard_map`` and ``pmap``.
+  """
+  vals, ids, _ = lax.optimization_barrier((vals, ids.astype(jnp.int32), jnp.zeros((), jnp.int32)))
+  return vals, ids
 
 
 def keep_top(e: jax.Array, keep: jax.Array) -> jax.Array:

@@ -256,7 +256,10 @@ def _ngram_banned(tokens, n, length, vocab_size_like):
     ok = (j - k >= 0) & (before_j == before_end)
     return alive & (ok | (k >= n))
 
-  alive = lax.fori_loop(1, jnp.max(n, initial=1), body, jnp.ones(tokens.shape, bool))
+  # All true, but computed from the inputs so that inside shard_map the loop's carry varies over
+  # the same mesh axes as its result.
+  start = (tokens == tokens) & (n == n) & (length == length)
+  alive = lax.fori_loop(1, jnp.max(n, initial=1), body, start)
   banned = alive & (n >= 1) & (j >= n - 1) & (j < length)
   flat = tokens.reshape((math.prod(tokens.shape[:-1]), t))
   out = nm.scatter_rows(flat, banned.reshape(flat.shape), vocab_size, "max")

@@ -1,0 +1,832 @@
+"""Vocabulary-sharded sampling for tensor-parallel output layers.
+
+A tensor-parallel output layer leaves each device with a slice of the vocabulary: logits
+``[B, V / D]`` per device. The functions here run *inside* ``jax.shard_map`` on that local slice,
+with the name of the vocabulary mesh axis (as ``lax.psum`` takes one), and give the result of the
+single-device function without gathering the vocabulary: only per-row scalars, ``O(k)``
+candidates, or (for the bit-exact draw) one number per 256-token block cross devices.
+
+The vocabulary is padded to :func:`padded_vocab_size` (a multiple of ``256 * D``) so every device
+holds the same number of whole 256-token blocks; every function takes ``vocab_size``, the true
+``V``, and treats ids ``>= V`` as ``-inf``: a padding id is never kept or sampled, whatever value
+the padded logits hold. Shard ``d`` holds global ids ``[d * Vl, (d + 1) * Vl)``.
+
+Collectives per step (``B`` rows, ``D`` devices on the vocabulary axis):
+
+* penalties (:func:`vocab_sharded_penalties`): none, they are elementwise given counts sharded
+  like the logits.
+* temperature (:func:`vocab_sharded_temperature`): none for ``t > 0``; for ``t = 0`` (greedy) a
+  ``pmax`` of the row's largest key and a ``pmin`` of the first id holding it.
+* the ``+inf`` rule: a ``pmax`` of one flag per row.
+* top_k (:func:`vocab_sharded_top_k`): an ``all_gather`` of each device's 64 largest keys per row;
+  for ``k > 64`` the exact bit-pattern search instead, 32 ``psum`` of one count per row.
+* top_p (:func:`vocab_sharded_top_p`): a ``pmax`` (row maximum) and a ``psum`` (normaliser), an
+  ``all_gather`` of each device's 128 largest logits per row; when the nucleus reaches beyond
+  those 128 candidates, 32 ``psum`` of one partial mass per row.
+* min_p (:func:`vocab_sharded_min_p`): a ``pmax`` of the row maximum.
+* the draw (:func:`vocab_sharded_sample`): a ``pmax`` (row maximum), an ``all_gather`` of the
+  per-block weight sums (``Vl / 256`` per row and device, 1/256 of the logits) and a ``pmax`` of the
+  chosen id (``-1`` on every device but the one that holds it). With ``exact=False`` it gathers
+  one total per device and row instead (``D`` scalars per row).
+
+Exactness. top_k, min_p, temperature and the penalties are bit-for-bit the single-device
+results (their rules are order comparisons and elementwise arithmetic). The draw with
+``exact=True`` (the default) computes the very same cumulative sums as
+:func:`jaxlogits.sample`: the per-block sums are identical because each device holds whole
+blocks, and the scan over the block sums runs on the same values; so the same keys give the same
+tokens whenever ``V >= 256``. top_p reads a normaliser summed in a different order (partial sums
+per device, then a ``psum``): its mask is exact against the float64 reference like the
+single-device mask, and equal to it except for a row whose nucleus boundary lies within float32
+rounding of ``p``. ``exact=False`` draws from the same distribution, but a target within float32
+rounding of a token boundary may pick the neighbouring token.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxlogits import _checks
+from jaxlogits import _numerics as nm
+from jaxlogits import penalties as _pen
+from jaxlogits import pipeline as _pipeline
+from jaxlogits import sampling as _sampling
+from jaxlogits import truncation as _trunc
+
+__all__ = [
+    "pad_vocab",
+    "padded_vocab_size",
+    "vocab_sharded_min_p",
+    "vocab_sharded_penalties",
+    "vocab_sharded_sample",
+    "vocab_sharded_sample_step",
+    "vocab_sharded_sampler",
+    "vocab_sharded_temperature",
+    "vocab_sharded_top_k",
+    "vocab_sharded_top_p",
+]
+
+BLOCK = _sampling.BLOCK
+_INT_MIN = jnp.iinfo(jnp.int32).min
+_NEG_INF = float("-inf")
+
+
+# --------------------------------------------------------------------------------------------
+# layout
+
+
+def padded_vocab_size(vocab_size: int, num_shards: int) -> int:
+  r"""The vocabulary size padded so that each of ``num_shards`` devices holds whole blocks.
+
+  .. math::
+    V_{pad} = \lceil V / (256 D) \rceil \cdot 256 D
+
+  Args:
+    vocab_size: the true vocabulary size ``V``.
+    num_shards: ``D``, the size of the vocabulary mesh axis.
+
+  Returns:
+    ``V_pad``, a multiple of ``256 * num_shards``.
+
+  Examples:
+    >>> padded_vocab_size(128256, 8), padded_vocab_size(1001, 8)
+    (129024, 2048)
+  """
+  if not _checks.is_int(vocab_size) or vocab_size < 1:
+    raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
+  if not _checks.is_int(num_shards) or num_shards < 1:
+    raise ValueError(f"num_shards must be a positive int, got {num_shards!r}")
+  unit = BLOCK * num_shards
+  return -(-vocab_size // unit) * unit
+
+
+def pad_vocab(x: Any, num_shards: int, *, value: Any = _NEG_INF) -> jax.Array:
+  r"""Pads the last (vocabulary) axis to :func:`padded_vocab_size` for ``num_shards`` devices.
+
+  .. math::
+    x' = [x_0, \dots, x_{V-1}, c, \dots, c] \in \mathbb{R}^{V_{pad}}
+
+  Args:
+    x: ``[..., V]`` logits (or counts, with ``value=0``, or an output matrix ``[d, V]``).
+    num_shards: the size of the vocabulary mesh axis.
+    value: the fill value ``c`` (``-inf`` by default). The vocab-sharded functions ignore it:
+      they treat every id ``>= V`` as masked.
+
+  Returns:
+    ``[..., V_pad]``, same dtype.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> pad_vocab(jnp.zeros((2, 1001)), 8).shape
+    (2, 2048)
+  """
+  x = jnp.asarray(x)
+  v = x.shape[-1]
+  extra = padded_vocab_size(v, num_shards) - v
+  return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, extra)], constant_values=value)
+
+
+def _ids(x, axis_name):
+  """Global token ids of the local shard ``[..., Vl]``."""
+  vl = x.shape[-1]
+  return lax.axis_index(axis_name) * vl + jnp.arange(vl, dtype=jnp.int32)
+
+
+def _local(logits, axis_name, vocab_size):
+  """Sanitized float32 local logits with the padding ids at -inf."""
+  x = nm.sanitize(logits)
+  return jnp.where(_ids(x, axis_name) < vocab_size, x, _NEG_INF)
+
+
+def _check_static(name, logits, vocab_size):
+  logits = _checks.check_logits(logits)
+  if not _checks.is_int(vocab_size) or vocab_size < 1:
+    raise ValueError(f"{name}: vocab_size must be a positive int, got {vocab_size!r}")
+  return logits
+
+
+def _effective(x, axis_name):
+  """The +inf rule over the whole row: one flag per row crosses devices (``pmax``)."""
+  pos_inf = x == jnp.inf
+  flag = jnp.any(pos_inf, axis=-1, keepdims=True).astype(jnp.int32)
+  any_inf = lax.pmax(flag, axis_name) > 0
+  return jnp.where(any_inf, jnp.where(pos_inf, 0.0, _NEG_INF), x)
+
+
+def _global_max(x, axis_name):
+  return lax.pmax(nm.row_max(x), axis_name)
+
+
+def _global_max_key(keys, axis_name):
+  return lax.pmax(jnp.max(keys, axis=-1, keepdims=True), axis_name)
+
+
+def _keep_top(e, keep, axis_name):
+  """Keep-at-least-one over the whole row: also keeps every token tied at the global maximum."""
+  k = nm.signed_key(e)
+  return keep | (k == _global_max_key(k, axis_name))
+
+
+def _bisect_threshold(keys, weights, target, axis_name):
+  """``_numerics.bisect_threshold`` over a sharded row: each pass ``psum``s one value per row."""
+  zero = jnp.zeros((), weights.dtype)
+  keys, weights = lax.optimization_barrier((keys, weights))
+
+  def body(i, y):
+    candidate = y | (jnp.uint32(1) << (jnp.uint32(31) - i.astype(jnp.uint32)))
+    above = jnp.sum(jnp.where(keys > candidate, weights, zero), axis=-1, keepdims=True)
+    above = lax.psum(above, axis_name)
+    return jnp.where(above >= target, candidate, y)
+
+  # The first pass outside the loop gives the carry the sharding type of the loop's result
+  # (varying over any mesh axis the rows are split over, as shard_map's loops require).
+  y = body(jnp.int32(0), jnp.zeros(keys.shape[:-1] + (1,), jnp.uint32))
+  return lax.fori_loop(1, 32, body, y)
+
+
+def _top_keys(keys, c):
+  """The ``c`` largest int32 keys of each row (values only), without a full sort."""
+  v = keys.shape[-1]
+  if v < 4 * c * nm.TOP_BLOCK:
+    return nm.pin_top_k(*lax.top_k(keys, c))[0]
+  tb = nm.TOP_BLOCK
+  nb = -(-v // tb)
+  pad = [(0, 0)] * (keys.ndim - 1) + [(0, nb * tb - v)]
+  blocks = jnp.pad(keys, pad, constant_values=_INT_MIN).reshape(keys.shape[:-1] + (nb, tb))
+  _, chosen = lax.top_k(jnp.max(blocks, axis=-1), c)
+  cand = jnp.take_along_axis(blocks, chosen[..., None], axis=-2).reshape(keys.shape[:-1] + (-1,))
+  return nm.pin_top_k(*lax.top_k(cand, c))[0]
+
+
+def _gather_top(keys, c, axis_name):
+  """The global ``c`` largest keys per row: each device contributes its own ``c`` largest."""
+  local = _top_keys(keys, min(c, keys.shape[-1]))
+  every = lax.all_gather(local, axis_name, axis=keys.ndim - 1, tiled=True)
+  return lax.top_k(every, c)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# transforms
+
+
+def _masked(x, keep, active):
+  return jnp.where(active, nm.apply_mask(x, keep), x)
+
+
+def _top_k_impl(x, k, axis_name, vocab_size, candidates=_trunc.TOP_K_CANDIDATES):
+  active = (k > 0) & (k < vocab_size)
+
+  def compute(_):
+    keys = jnp.where(_ids(x, axis_name) < vocab_size, nm.signed_key(x), _INT_MIN)
+    kk = jnp.clip(k, 1, vocab_size)
+    c = min(vocab_size, candidates)
+    top = _gather_top(keys, c, axis_name)
+    kth = jnp.take_along_axis(top, jnp.minimum(kk, c) - 1, axis=-1)
+    keep_fast = keys >= kth
+    slow_rows = kk > c
+
+    def slow(_):
+      ukeys = nm.ordered_key(x)  # padding is -inf: ordered_key(-inf) is the smallest in use
+      ukeys = jnp.where(_ids(x, axis_name) < vocab_size, ukeys, jnp.uint32(0))
+      y = _bisect_threshold(ukeys, jnp.ones(x.shape, jnp.int32), kk, axis_name)
+      return jnp.where(slow_rows, ukeys > y, keep_fast)
+
+    keep = _trunc._cond(jnp.any(slow_rows), slow, lambda _: keep_fast, None)
+    return _masked(x, keep, active)
+
+  return _trunc._cond(nm.any_active(active), compute, lambda _: x, None)
+
+
+def vocab_sharded_top_k(logits: Any, k: Any, *, axis_name: Any, vocab_size: int) -> jax.Array:
+  r""":func:`jaxlogits.top_k` on a vocabulary shard, inside ``shard_map``.
+
+  .. math::
+    \ell'_i = \ell_i \text{ if } \ell_i \ge \ell_{(k)} \text{ else } -\infty
+
+  with :math:`\ell_{(k)}` the k-th largest logit of the whole row. Each device finds its own 64
+  largest keys; an ``all_gather`` of those (``64 D`` per row) gives the global k-th value. For
+  ``k > 64`` the exact 32-pass bit-pattern search runs instead, with a ``psum`` of one count per
+  row per pass. Bit-for-bit the single-device mask (ties kept).
+
+  Args:
+    logits: the local shard ``[..., Vl]`` of logits padded to ``D * Vl`` (see :func:`pad_vocab`).
+    k: integer ``>= 0``; a scalar or one value per row (replicated over the vocabulary axis).
+    axis_name: the vocabulary mesh axis.
+    vocab_size: the true vocabulary size ``V``; ids ``>= V`` are padding, always ``-inf``.
+
+  Returns:
+    The local shard of the masked logits, same shape and dtype.
+
+  Examples:
+    >>> import functools, jax, jax.numpy as jnp
+    >>> mesh = jax.make_mesh((1,), ("vocab",), (jax.sharding.AxisType.Auto,))
+    >>> f = jax.shard_map(functools.partial(vocab_sharded_top_k, axis_name="vocab",
+    ...                                     vocab_size=3),
+    ...                   mesh=mesh, in_specs=(jax.P(None, "vocab"), jax.P()),
+    ...                   out_specs=jax.P(None, "vocab"))
+    >>> f(pad_vocab(jnp.array([[1.0, 3.0, 2.0]]), 1), 2)[:, :3]
+    Array([[-inf,   3.,   2.]], dtype=float32)
+
+  References:
+    Fan, Lewis and Dauphin, "Hierarchical Neural Story Generation", 2018.
+    https://arxiv.org/abs/1805.04833
+  """
+  logits = _check_static("vocab_sharded_top_k", logits, vocab_size)
+  _checks.check_range("top_k", k, lo=0, integer=True)
+  k = _checks.row_param("top_k", k, logits.shape[:-1], jnp.int32)
+  x = _local(logits, axis_name, vocab_size)
+  return nm.finish(_top_k_impl(x, k, axis_name, vocab_size), logits.dtype)
+
+
+def _nucleus_mask(e, p, axis_name, vocab_size, candidates=_trunc.TOP_P_CANDIDATES):
+  """``truncation._nucleus_mask`` over a sharded row (same fast path, same fallback)."""
+  m = _global_max(e, axis_name)
+  shift = jnp.where(jnp.isfinite(m), m, 0.0)
+  log_z = jnp.log(lax.psum(jnp.sum(jnp.exp(e - shift), axis=-1, keepdims=True), axis_name))
+  c = min(vocab_size, candidates)
+  top = _gather_top(nm.signed_key(e), c, axis_name)  # padding is -inf, below every real key
+  vals = lax.bitcast_convert_type(_key_to_float(top), jnp.float32)
+  pv = jnp.exp((vals - shift) - log_z)
+  exclusive = jnp.cumsum(pv, axis=-1) - pv
+  idx = jnp.arange(c)
+  new_group = jnp.concatenate(
+      [jnp.ones(vals.shape[:-1] + (1,), bool), vals[..., 1:] != vals[..., :-1]], axis=-1)
+  start = lax.cummax(jnp.where(new_group, idx, 0), axis=vals.ndim - 1)
+  above = jnp.take_along_axis(exclusive, start, axis=-1)
+  n_ok = jnp.sum(above < p, axis=-1, keepdims=True)
+  thr = jnp.take_along_axis(vals, jnp.maximum(n_ok - 1, 0), axis=-1)
+  fits = ((n_ok < c) | (c == vocab_size)) & ~nm.in_denormal_band(thr)
+  keep_fast = nm.signed_key(e) >= nm.signed_key(thr)
+
+  def slow(_):
+    keys = nm.ordered_key(e)
+    probs = jnp.exp((e - shift) - log_z)
+    y = _bisect_threshold(keys, probs, p, axis_name)
+    keep = _keep_top(e, keys > y, axis_name)
+    return jnp.where(fits, keep_fast, keep)
+
+  return _trunc._cond(jnp.any(~fits), slow, lambda _: keep_fast, None)
+
+
+def _key_to_float(signed):
+  """Inverse of ``_numerics.signed_key``: the float32 bit pattern of a key (``-0`` reads ``+0``)."""
+  u = lax.bitcast_convert_type(signed, jnp.uint32) ^ jnp.uint32(0x80000000)
+  return jnp.where((u >> 31) == 1, u & jnp.uint32(0x7FFFFFFF), ~u)
+
+
+def _top_p_impl(x, p, axis_name, vocab_size):
+  active = ~(p >= 1)
+  return _trunc._cond(
+      nm.any_active(active),
+      lambda _: _masked(x, _nucleus_mask(_effective(x, axis_name), p, axis_name, vocab_size),
+                        active),
+      lambda _: x, None)
+
+
+def vocab_sharded_top_p(logits: Any, p: Any, *, axis_name: Any, vocab_size: int) -> jax.Array:
+  r""":func:`jaxlogits.top_p` on a vocabulary shard, inside ``shard_map``.
+
+  .. math::
+    \text{keep } i \iff \sum_{j:\, p_j > p_i} p_j < p
+
+  The row maximum crosses devices by ``pmax`` and the normaliser by ``psum`` (one scalar per
+  row each); an ``all_gather`` of each device's 128 largest logits (``128 D`` per row) gives the
+  global candidates, on which the same cumulative sum as the single-device path runs. When the
+  nucleus reaches beyond the candidates, the exact 32-pass search runs with a ``psum`` of one
+  partial mass per row per pass. Exact against the float64 contract; equal to the single-device
+  mask except where the boundary is within float32 rounding of ``p`` (the normaliser is summed
+  in another order).
+
+  Args:
+    logits: the local shard ``[..., Vl]`` of padded logits.
+    p: cumulative probability in ``(0, 1]``; a scalar or one value per row.
+    axis_name: the vocabulary mesh axis.
+    vocab_size: the true vocabulary size ``V``.
+
+  Returns:
+    The local shard of the masked logits, same shape and dtype.
+
+  Examples:
+    >>> import functools, jax, jax.numpy as jnp
+    >>> mesh = jax.make_mesh((1,), ("vocab",), (jax.sharding.AxisType.Auto,))
+    >>> f = jax.shard_map(functools.partial(vocab_sharded_top_p, axis_name="vocab",
+    ...                                     vocab_size=3),
+    ...                   mesh=mesh, in_specs=(jax.P(None, "vocab"), jax.P()),
+    ...                   out_specs=jax.P(None, "vocab"))
+    >>> l = jnp.log(jnp.array([[0.5, 0.3, 0.2]]))
+    >>> f(pad_vocab(l, 1), 0.7)[:, :3] > -jnp.inf
+    Array([[ True,  True, False]], dtype=bool)
+
+  References:
+    Holtzman et al., "The Curious Case of Neural Text Degeneration", 2020.
+    https://arxiv.org/abs/1904.09751
+  """
+  logits = _check_static("vocab_sharded_top_p", logits, vocab_size)
+  _checks.check_range("top_p", p, lo=0.0, hi=1.0, lo_open=True)
+  p = _checks.row_param("top_p", p, logits.shape[:-1], jnp.float32)
+  x = _local(logits, axis_name, vocab_size)
+  return nm.finish(_top_p_impl(x, p, axis_name, vocab_size), logits.dtype)
+
+
+def _min_p_impl(x, p, axis_name):
+  e = _effective(x, axis_name)
+  active = p > 0
+  log_p = jnp.log(jnp.where(active, jnp.minimum(p, 1.0), 1.0))
+  keep = _keep_top(e, e >= _global_max(e, axis_name) + log_p, axis_name)
+  return _masked(x, keep, active)
+
+
+def vocab_sharded_min_p(logits: Any, p: Any, *, axis_name: Any, vocab_size: int) -> jax.Array:
+  r""":func:`jaxlogits.min_p` on a vocabulary shard, inside ``shard_map``.
+
+  .. math::
+    \text{keep } i \iff \ell_i \ge \max_j \ell_j + \log p
+
+  Only the row maximum crosses devices (a ``pmax``, one scalar per row); the mask is local.
+  Bit-for-bit the single-device result.
+
+  Args:
+    logits: the local shard ``[..., Vl]`` of padded logits.
+    p: scale in ``[0, 1]``; a scalar or one value per row.
+    axis_name: the vocabulary mesh axis.
+    vocab_size: the true vocabulary size ``V``.
+
+  Returns:
+    The local shard of the masked logits, same shape and dtype.
+
+  Examples:
+    >>> import functools, jax, jax.numpy as jnp
+    >>> mesh = jax.make_mesh((1,), ("vocab",), (jax.sharding.AxisType.Auto,))
+    >>> f = jax.shard_map(functools.partial(vocab_sharded_min_p, axis_name="vocab",
+    ...                                     vocab_size=3),
+    ...                   mesh=mesh, in_specs=(jax.P(None, "vocab"), jax.P()),
+    ...                   out_specs=jax.P(None, "vocab"))
+    >>> l = jnp.log(jnp.array([[0.5, 0.3, 0.2]]))
+    >>> f(pad_vocab(l, 1), 0.5)[:, :3] > -jnp.inf
+    Array([[ True,  True, False]], dtype=bool)
+
+  References:
+    Nguyen et al., "Turning Up the Heat: Min-p Sampling for Creative and Coherent LLM Outputs",
+    2024. https://arxiv.org/abs/2407.01082
+  """
+  logits = _check_static("vocab_sharded_min_p", logits, vocab_size)
+  _checks.check_range("min_p", p, lo=0.0, hi=1.0)
+  p = _checks.row_param("min_p", p, logits.shape[:-1], jnp.float32)
+  x = _local(logits, axis_name, vocab_size)
+  return nm.finish(_min_p_impl(x, p, axis_name), logits.dtype)
+
+
+def _first_argmax(x, axis_name):
+  """Global id of the row's largest value, lowest id on ties: a ``pmax`` and a ``pmin``."""
+  keys = nm.signed_key(x)
+  top = _global_max_key(keys, axis_name)
+  ids = jnp.where(keys == top, _ids(x, axis_name), jnp.iinfo(jnp.int32).max)
+  return lax.pmin(jnp.min(ids, axis=-1, keepdims=True), axis_name)
+
+
+def _temperature_impl(x, t, axis_name, dtype):
+  positive = t > 0
+  scaled = jnp.where(jnp.isinf(x), x, x / jnp.where(positive, t, 1.0))
+  scaled = nm.clamp_finite(scaled, jnp.isfinite(x), dtype)
+
+  def with_greedy(_):
+    first = _ids(x, axis_name) == _first_argmax(x, axis_name)
+    return jnp.where(positive, scaled, nm.apply_mask(x, first))
+
+  # The collectives run only when some row has t <= 0 (the predicate is the same on every
+  # device: t is replicated over the vocabulary axis).
+  return _trunc._cond(jnp.any(~positive), with_greedy, lambda _: scaled, None)
+
+
+def vocab_sharded_temperature(logits: Any, t: Any, *, axis_name: Any,
+                              vocab_size: int) -> jax.Array:
+  r""":func:`jaxlogits.temperature` on a vocabulary shard, inside ``shard_map``.
+
+  .. math::
+    \ell'_i = \ell_i / t \quad (t > 0), \qquad
+    \ell'_i = \ell_i \,[i = \min \arg\max_j \ell_j] \text{ else } -\infty \quad (t = 0)
+
+  Elementwise for ``t > 0``; greedy rows (``t = 0``) find the first maximum of the whole row with
+  a ``pmax`` of the largest key and a ``pmin`` of the lowest id holding it. Bit-for-bit the
+  single-device result.
+
+  Args:
+    logits: the local shard ``[..., Vl]`` of padded logits.
+    t: temperature ``>= 0``; a scalar or one value per row.
+    axis_name: the vocabulary mesh axis.
+    vocab_size: the true vocabulary size ``V``.
+
+  Returns:
+    The local shard of the scaled logits, same shape and dtype.
+
+  Examples:
+    >>> import functools, jax, jax.numpy as jnp
+    >>> mesh = jax.make_mesh((1,), ("vocab",), (jax.sharding.AxisType.Auto,))
+    >>> f = jax.shard_map(functools.partial(vocab_sharded_temperature, axis_name="vocab",
+    ...                                     vocab_size=3),
+    ...                   mesh=mesh, in_specs=(jax.P(None, "vocab"), jax.P()),
+    ...                   out_specs=jax.P(None, "vocab"))
+    >>> f(pad_vocab(jnp.array([[2.0, 1.0, 2.0]]), 1), 0.0)[:, :3]
+    Array([[  2., -inf, -inf]], dtype=float32)
+
+  References:
+    Ackley, Hinton and Sejnowski, "A Learning Algorithm for Boltzmann Machines", 1985.
+  """
+  logits = _check_static("vocab_sharded_temperature", logits, vocab_size)
+  _checks.check_range("temperature", t, lo=0.0, finite=True)
+  t = _checks.row_param("temperature", t, logits.shape[:-1], jnp.float32)
+  x = _local(logits, axis_name, vocab_size)
+  return nm.finish(_temperature_impl(x, t, axis_name, logits.dtype), logits.dtype)
+
+
+def vocab_sharded_penalties(logits: Any, counts: Any, *, repetition: Any = 1.0,
+                            frequency: Any = 0.0, presence: Any = 0.0) -> jax.Array:
+  r"""Repetition, frequency and presence penalties on a vocabulary shard: no communication.
+
+  .. math::
+    \ell'_i = \rho_r(\ell_i, c_i) - f \, c_i - q \, [c_i > 0]
+
+  with :math:`\rho_r` the CTRL repetition penalty (see :func:`jaxlogits.repetition_penalty`).
+  Each token's result depends on its own logit and count only, so with ``counts`` sharded like
+  the logits (same ``PartitionSpec``) nothing crosses devices. Padding ids stay ``-inf``.
+
+  Args:
+    logits: the local shard ``[..., Vl]`` of padded logits.
+    counts: the local shard ``[..., Vl]`` of token counts (padded with 0).
+    repetition: ``r > 0``; a scalar or one value per row.
+    frequency: ``f``; a scalar or one value per row.
+    presence: ``q``; a scalar or one value per row.
+
+  Returns:
+    The local shard of the penalised logits, same shape and dtype.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> vocab_sharded_penalties(jnp.array([2.0, -2.0, 1.0]), jnp.array([1, 1, 0]),
+    ...                         repetition=2.0)
+    Array([ 1., -4.,  1.], dtype=float32)
+
+  References:
+    Keskar et al., "CTRL: A Conditional Transformer Language Model for Controllable
+    Generation", 2019. https://arxiv.org/abs/1909.05858
+  """
+  logits = _checks.check_logits(logits)
+  counts = _pen._check_counts(counts, logits)
+  batch = logits.shape[:-1]
+  _checks.check_range("repetition_penalty", repetition, lo=0.0, lo_open=True, finite=True)
+  _checks.check_range("frequency_penalty", frequency, finite=True)
+  _checks.check_range("presence_penalty", presence, finite=True)
+  row = lambda name, v: _checks.row_param(name, v, batch, jnp.float32)
+  return _pen._count_penalties(logits, counts, row("repetition_penalty", repetition),
+                               row("frequency_penalty", frequency),
+                               row("presence_penalty", presence))
+
+
+# --------------------------------------------------------------------------------------------
+# the draw
+
+
+def _pick(wp, start, target, b):
+  """Position within block ``b`` of ``wp`` ``[N, nb, bs]`` whose cumulative weight, from
+  ``start`` ``[N, 1]`` at the block's first token, passes ``target``, as
+  ``sampling.inverse_cdf`` picks it."""
+  bs = wp.shape[-1]
+  chosen = jnp.take_along_axis(wp, b[:, None, None], axis=1)[:, 0, :]
+  within = start + jnp.cumsum(chosen, axis=-1)
+  j = jnp.sum(within <= target, axis=-1)
+  last_positive = bs - 1 - jnp.argmax(chosen[:, ::-1] > 0, axis=-1)
+  return jnp.where(j >= bs, last_positive, j)
+
+
+def _exclusive(inclusive):
+  n = inclusive.shape[0]
+  return jnp.concatenate([jnp.zeros((n, 1), inclusive.dtype), inclusive[:, :-1]], axis=-1)
+
+
+def _draw(e, u, axis_name, vocab_size, exact):
+  """Global id per row of flat sharded effective logits ``e`` ``[N, Vl]``; -1 for empty rows."""
+  n, vl = e.shape
+  bs = BLOCK if vl % BLOCK == 0 else vl
+  if exact and (bs != BLOCK or vocab_size < BLOCK):
+    raise ValueError(f"the exact sharded draw needs a shard size that is a multiple of {BLOCK} "
+                     f"(got {vl}; see pad_vocab) and a vocabulary of at least {BLOCK} tokens "
+                     f"(got {vocab_size}); pass exact=False otherwise")
+  nbl = vl // bs
+  me = lax.axis_index(axis_name)
+  m = _global_max(e, axis_name)
+  valid = jnp.isfinite(m[:, 0])
+  w = jnp.exp(e - jnp.where(jnp.isfinite(m), m, 0.0))
+  wp = w.reshape(n, nbl, bs)
+  block_sums = jnp.sum(wp, axis=-1)
+  if exact:
+    # Every block sum of the row, as the single-device draw computes them (same blocks, same
+    # values), then the very same scan: identical cumulative sums, identical tokens.
+    nb = -(-vocab_size // bs)
+    every = lax.all_gather(block_sums, axis_name, axis=1, tiled=True)[:, :nb]
+    inclusive = jnp.cumsum(every, axis=-1)
+    total = inclusive[:, -1:]
+    exclusive = _exclusive(inclusive)
+    target = jnp.minimum(u[:, None] * total, jnp.nextafter(total, jnp.float32(0.0)))
+    b = jnp.clip(jnp.sum(exclusive <= target, axis=-1) - 1, 0, nb - 1)
+    mine = (b // nbl) == me
+    local_b = jnp.clip(b - me * nbl, 0, nbl - 1)
+    j = _pick(wp, jnp.take_along_axis(exclusive, b[:, None], axis=1), target, local_b)
+  else:
+    # One total per device and row: the device whose range holds the target draws locally.
+    totals = lax.all_gather(jnp.sum(block_sums, axis=-1, keepdims=True), axis_name, axis=1,
+                            tiled=True)
+    inclusive = jnp.cumsum(totals, axis=-1)
+    total = inclusive[:, -1:]
+    exclusive = _exclusive(inclusive)
+    target = jnp.minimum(u[:, None] * total, jnp.nextafter(total, jnp.float32(0.0)))
+    owner = jnp.clip(jnp.sum(exclusive <= target, axis=-1) - 1, 0, totals.shape[1] - 1)
+    mine = owner == me
+    mine_total = jnp.take_along_axis(totals, jnp.full((n, 1), me), axis=1)
+    offset = jnp.take_along_axis(exclusive, jnp.full((n, 1), me), axis=1)
+    local_t = jnp.clip(target - offset, 0.0, jnp.nextafter(mine_total, jnp.float32(0.0)))
+    local_incl = jnp.cumsum(block_sums, axis=-1)
+    local_excl = _exclusive(local_incl)
+    local_b = jnp.clip(jnp.sum(local_excl <= local_t, axis=-1) - 1, 0, nbl - 1)
+    j = _pick(wp, jnp.take_along_axis(local_excl, local_b[:, None], axis=1), local_t, local_b)
+  token = jnp.where(mine, me * vl + local_b * bs + j, -1)
+  token = lax.pmax(token.astype(jnp.int32), axis_name)
+  return jnp.where(valid, token, -1)
+
+
+def _sample_impl(keys, x, axis_name, vocab_size, exact):
+  e = _effective(x, axis_name)
+  flat = e.reshape((-1, e.shape[-1]))
+  u = _sampling.uniforms(keys).reshape(-1)
+  return _draw(flat, u, axis_name, vocab_size, exact).reshape(x.shape[:-1])
+
+
+def vocab_sharded_sample(key: Any, logits: Any, *, axis_name: Any, vocab_size: int,
+                         exact: bool = True) -> jax.Array:
+  r""":func:`jaxlogits.sample` on a vocabulary shard, inside ``shard_map``.
+
+  .. math::
+    i = \min\{\, i : \textstyle\sum_{j \le i} p_j > u \,\}, \quad u \sim U[0, 1)
+
+  The inverse-CDF draw across devices: the row maximum crosses by ``pmax``; each device sums
+  its 256-token blocks of ``exp(l - max)`` and an ``all_gather`` of those block sums lets every
+  device run the single-device scan over them, so the same key gives the same token as
+  :func:`jaxlogits.sample`. Only the device holding the chosen block scans it; a ``pmax`` of
+  its id (``-1`` elsewhere) hands the token to all. With ``exact=False`` only one total per
+  device and row is gathered (``D`` scalars per row), and a target within float32 rounding of a
+  token boundary may pick its neighbour.
+
+  Args:
+    key: a PRNG key, or one per row (see :func:`jaxlogits.sample`). A single key folds in the
+      *local* row index: with the batch sharded too, pass per-row keys
+      (``jaxlogits.sampling.row_keys(key, (B,))``, sharded like the batch).
+    logits: the local shard ``[..., Vl]`` of padded logits; ``Vl`` a multiple of 256 when
+      ``exact`` (see :func:`pad_vocab`).
+    axis_name: the vocabulary mesh axis.
+    vocab_size: the true vocabulary size ``V`` (at least 256 when ``exact``); padding ids are
+      never drawn.
+    exact: gather the block sums (bit-exact tokens) or only per-device totals.
+
+  Returns:
+    ``int32[...]`` global token ids, replicated over the vocabulary axis; ``-1`` for a row with
+    no finite logit.
+
+  Examples:
+    >>> import functools, jax, jax.numpy as jnp
+    >>> mesh = jax.make_mesh((1,), ("vocab",), (jax.sharding.AxisType.Auto,))
+    >>> f = jax.shard_map(functools.partial(vocab_sharded_sample, axis_name="vocab",
+    ...                                     vocab_size=300),
+    ...                   mesh=mesh, in_specs=(jax.P(), jax.P(None, "vocab")), out_specs=jax.P())
+    >>> logits = jnp.full((2, 300), -jnp.inf).at[0, 7].set(0.0)
+    >>> f(jax.random.key(0), pad_vocab(logits, 1))
+    Array([ 7, -1], dtype=int32)
+
+  References:
+    Devroye, "Non-Uniform Random Variate Generation", 1986, chapter 2 (inversion).
+  """
+  logits = _check_static("vocab_sharded_sample", logits, vocab_size)
+  keys = _sampling.row_keys(key, logits.shape[:-1])
+  x = _local(logits, axis_name, vocab_size)
+  return _sample_impl(keys, x, axis_name, vocab_size, bool(exact))
+
+
+# --------------------------------------------------------------------------------------------
+# the pipeline
+
+
+_UNSUPPORTED = ("typical_p", "epsilon_cutoff", "eta_cutoff", "top_n_sigma",
+                "no_repeat_ngram_size")
+
+
+def _row(a):
+  return a[..., None]
+
+
+def vocab_sharded_sample_step(key: Any, logits: Any, params: _pipeline.SamplingParams, *,
+                              axis_name: Any, vocab_size: int, counts: Any = None,
+                              exact: bool = True) -> tuple[jax.Array, jax.Array]:
+  r""":func:`jaxlogits.sample_step` on a vocabulary shard, inside ``shard_map``.
+
+  .. math::
+    i \sim \operatorname{softmax}(\operatorname{minp} \circ \operatorname{topp} \circ
+    \operatorname{topk} \circ \tau \circ \operatorname{pen}(\ell))
+
+  The standard order for the settings a tensor-parallel server needs: repetition, frequency and
+  presence penalties (local), temperature (with ``temperature_last``), top_k, top_p, min_p,
+  then the draw; each step as in the ``vocab_sharded_*`` function of the same name. For these
+  settings the tokens equal :func:`jaxlogits.sample_step`'s for the same keys (top_p as
+  documented in the module). ``typical_p``, ``epsilon_cutoff``, ``eta_cutoff``,
+  ``top_n_sigma``, ``no_repeat_ngram_size``, ``min_tokens`` and the logit bias are not applied:
+  keep them at their identity values (:func:`vocab_sharded_sampler` checks this).
+
+  Args:
+    key: a PRNG key or one per row (see :func:`vocab_sharded_sample`).
+    logits: the local shard ``[B, Vl]`` of padded logits.
+    params: :class:`jaxlogits.SamplingParams` with ``B`` rows (replicated over the vocabulary
+      axis).
+    axis_name: the vocabulary mesh axis.
+    vocab_size: the true vocabulary size ``V``.
+    counts: optional local shard ``[B, Vl]`` of token counts, for the penalties.
+    exact: as for :func:`vocab_sharded_sample`.
+
+  Returns:
+    ``(tokens, processed)``: ``int32[B]`` global ids (replicated over the vocabulary axis) and
+    the local shard of the processed logits.
+
+  Examples:
+    >>> import functools, jax, jax.numpy as jnp, jaxlogits as jl
+    >>> mesh = jax.make_mesh((1,), ("vocab",), (jax.sharding.AxisType.Auto,))
+    >>> step = functools.partial(vocab_sharded_sample_step, axis_name="vocab", vocab_size=300)
+    >>> f = jax.shard_map(step, mesh=mesh, in_specs=(jax.P(), jax.P(None, "vocab"), jax.P()),
+    ...                   out_specs=(jax.P(), jax.P(None, "vocab")))
+    >>> logits = jnp.arange(600.0).reshape(2, 300) / 100
+    >>> f(jax.random.key(0), pad_vocab(logits, 1), jl.SamplingParams.create(2, temperature=0.0))[0]
+    Array([299, 299], dtype=int32)
+  """
+  logits = _check_static("vocab_sharded_sample_step", logits, vocab_size)
+  if logits.ndim != 2:
+    raise ValueError(f"vocab_sharded_sample_step takes [B, Vl] logits, got {logits.shape}")
+  b = logits.shape[0]
+  if params.temperature.shape != (b,):
+    raise ValueError(f"params has {params.temperature.shape[0]} rows, logits has {b}")
+  if counts is not None:
+    counts = _pen._check_counts(counts, logits)
+  keys = _sampling.row_keys(key, (b,))
+  return _step(keys, logits, params, counts, axis_name=axis_name, vocab_size=vocab_size,
+               exact=bool(exact))
+
+
+def _step(keys, logits, params, counts, *, axis_name, vocab_size, exact):
+  dtype = logits.dtype
+  x = _local(logits, axis_name, vocab_size)
+  if counts is not None:
+    x = _pen._count_penalties(x, counts, _row(params.repetition_penalty),
+                              _row(params.frequency_penalty), _row(params.presence_penalty))
+  last = params.temperature_last
+  x = nm.finish(_temperature_impl(nm.sanitize(x), _row(jnp.where(last, 1.0, params.temperature)),
+                                  axis_name, dtype), dtype)
+  x = nm.finish(_top_k_impl(nm.sanitize(x), _row(params.top_k), axis_name, vocab_size), dtype)
+  x = nm.finish(_top_p_impl(nm.sanitize(x), _row(params.top_p), axis_name, vocab_size), dtype)
+  x = nm.finish(_min_p_impl(nm.sanitize(x), _row(params.min_p), axis_name), dtype)
+  x = nm.finish(_temperature_impl(nm.sanitize(x), _row(jnp.where(last, params.temperature, 1.0)),
+                                  axis_name, dtype), dtype)
+  return _sample_impl(keys, nm.sanitize(x), axis_name, vocab_size, exact), x
+
+
+def _check_supported(params):
+  for name in _UNSUPPORTED:
+    value = _checks.concrete(getattr(params, name))
+    identity = _pipeline._FIELDS[name][1]
+    if value is not None and not (value == identity).all() and not (
+        name == "top_n_sigma" and (value <= 0).all()):
+      raise ValueError(f"the vocab-sharded pipeline does not apply {name}; keep it at {identity}")
+  for name in ("min_tokens",):
+    value = _checks.concrete(getattr(params, name))
+    if value is not None and (value != 0).any():
+      raise ValueError(f"the vocab-sharded pipeline does not apply {name}; keep it at 0")
+  if params.logit_bias_ids.shape[-1] > 0:
+    ids = _checks.concrete(params.logit_bias_ids)
+    if ids is None or (ids >= 0).any():
+      raise ValueError("the vocab-sharded pipeline does not apply logit_bias")
+
+
+def vocab_sharded_sampler(mesh: jax.sharding.Mesh, vocab_axis: str, *, vocab_size: int,
+                          batch_axis: str | None = None, exact: bool = True):
+  r"""Builds a jitted sampling step whose logits are sharded over ``vocab_axis`` of ``mesh``.
+
+  .. math::
+    (\text{tokens}, \ell') = \operatorname{shard\_map}(\text{vocab\_sharded\_sample\_step})
+    (\text{key}, \ell, \text{params})
+
+  The returned ``step(key, logits, params, counts=None)`` takes global ``[B, V_pad]`` logits
+  (:func:`pad_vocab`; ``V_pad = padded_vocab_size(V, D)``), sharded
+  ``P(batch_axis, vocab_axis)`` (jit moves them there if needed), derives the per-row keys of
+  :func:`jaxlogits.sample_step` from ``key`` (row ``i`` gets ``fold_in(key, i)``), and runs
+  :func:`vocab_sharded_sample_step` under ``shard_map``. Eagerly it rejects parameters that the
+  vocab-sharded pipeline does not apply.
+
+  Args:
+    mesh: a ``jax.sharding.Mesh`` (for instance ``jax.make_mesh``), any number of processes.
+    vocab_axis: the mesh axis the vocabulary is split over.
+    vocab_size: the true vocabulary size ``V``.
+    batch_axis: optional mesh axis the batch is split over (data parallelism).
+    exact: as for :func:`vocab_sharded_sample`.
+
+  Returns:
+    ``step(key, logits, params, counts=None) -> (tokens, processed)``: ``int32[B]`` tokens
+    sharded ``P(batch_axis)`` and the processed logits sharded like the input.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, jaxlogits as jl
+    >>> mesh = jax.make_mesh((1,), ("vocab",), (jax.sharding.AxisType.Auto,))
+    >>> step = vocab_sharded_sampler(mesh, "vocab", vocab_size=300)
+    >>> logits = jnp.arange(600.0).reshape(2, 300) / 100
+    >>> params = jl.SamplingParams.create(2, temperature=0.0)
+    >>> step(jax.random.key(0), pad_vocab(logits, 1), params)[0]
+    Array([299, 299], dtype=int32)
+  """
+  P = jax.sharding.PartitionSpec
+  row_spec = P(batch_axis)
+  logit_spec = P(batch_axis, vocab_axis)
+  num_shards = mesh.shape[vocab_axis]
+  padded = padded_vocab_size(vocab_size, num_shards)
+  param_specs = _pipeline.SamplingParams(*([row_spec] * 14 + [P(batch_axis, None)] * 2))
+
+  def body(keys, logits, params, counts):
+    return _step(keys, logits, params, counts, axis_name=vocab_axis, vocab_size=vocab_size,
+                 exact=exact)
+
+  def make(with_counts):
+    in_specs = (row_spec, logit_spec, param_specs, logit_spec if with_counts else None)
+    fn = jax.shard_map(body if with_counts else (lambda k, l, p, c: body(k, l, p, None)),
+                       mesh=mesh, in_specs=in_specs, out_specs=(row_spec, logit_spec))
+
+    @jax.jit
+    def run(key, logits, params, counts):
+      keys = _sampling.row_keys(key, logits.shape[:1])
+      return fn(keys, logits, params, counts)
+
+    return run
+
+  compiled = {True: make(True), False: make(False)}
+
+  def step(key, logits, params, counts=None):
+    logits = _checks.check_logits(logits)
+    if logits.ndim != 2 or logits.shape[-1] != padded:
+      raise ValueError(f"logits must be [B, {padded}] (the vocabulary {vocab_size} padded for "
+                       f"{num_shards} shards, see pad_vocab), got {logits.shape}")
+    if params.temperature.shape != logits.shape[:1]:
+      raise ValueError(f"params has {params.temperature.shape[0]} rows, logits has "
+                       f"{logits.shape[0]}")
+    _check_supported(params)
+    if counts is not None:
+      counts = jnp.asarray(counts)
+      if counts.shape != logits.shape:
+        raise ValueError(f"counts must have the shape of the padded logits {logits.shape}, "
+                         f"got {counts.shape}")
+    return compiled[counts is not None](key, logits, params, counts)
+
+  return step
