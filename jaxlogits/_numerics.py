@@ -76,7 +76,7 @@ def dispatch(x: jax.Array, fn: Callable, *, inf_rule: bool = True) -> tuple[Any,
   mx = jnp.max(x, axis=-1, keepdims=True)
   total = jnp.sum(x, axis=-1, keepdims=True)
   plain = ~jnp.any(jnp.isnan(total) | (mx == jnp.inf) | in_denormal_band(mx))
-  no_inf = jnp.zeros(mx.shape, bool)
+  no_inf = jnp.zeros_like(mx, bool)
 
   def fast():
     return fn(x, mx), no_inf

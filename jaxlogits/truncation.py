@@ -57,8 +57,9 @@ def _after(y: jax.Array) -> jax.Array:
   return jnp.where(y == jnp.uint32(0xFFFFFFFF), y, y + jnp.uint32(1))
 
 
-def _keep_all(shape) -> jax.Array:
-  return jnp.zeros(shape, jnp.uint32)
+def _keep_all(like: jax.Array) -> jax.Array:
+  """The keep-everything threshold, shaped (and, under ``shard_map``, varying) like ``like``."""
+  return jnp.zeros_like(like, jnp.uint32)
 
 
 def _masked(x, keep, active):
@@ -98,7 +99,7 @@ def _top_k(logits, k, candidates=TOP_K_CANDIDATES):
   x = logits.astype(jnp.float32)
   active = (k > 0) & (k < x.shape[-1])
   thr, _ = nm.dispatch(x, lambda e, m: lax.cond(
-      jnp.any(active), lambda: _kth_key(e, k, candidates), lambda: _keep_all(k.shape)),
+      jnp.any(active), lambda: _kth_key(e, k, candidates), lambda: _keep_all(m)),
                        inf_rule=False)
   return _write(x, None, jnp.where(active, thr, 0), logits.dtype)
 
@@ -207,7 +208,7 @@ def _nucleus_search(e, keys, shift, log_z, p, hi, w_hi, passes, extract):
     hi, w_hi = jnp.where(below, hi, t), jnp.where(below, w_hi, w)
     return i + 1, lo, w_lo, hi, w_hi, f_lo, f_hi, jnp.where(below, 1, -1)
 
-  state = (0, lo, w_lo, hi, w_hi, w_lo - p, w_hi - p, jnp.zeros(lo.shape, jnp.int32))
+  state = (0, lo, w_lo, hi, w_hi, w_lo - p, w_hi - p, jnp.zeros_like(lo, jnp.int32))
   _, lo, w_lo, hi, w_hi, _, _, _ = lax.while_loop(cond, body, state)
   inside = (keys > nm.ordered_key(lo)) & (keys <= nm.ordered_key(hi))
   vals, _ = nm.top_values(jnp.where(inside, e, nm.NEG_INF), extract)
@@ -269,7 +270,7 @@ def _top_p(logits, p, candidates=TOP_P_CANDIDATES, passes=NUCLEUS_PASSES):
   active = ~(p >= 1)
   thr, any_inf = nm.dispatch(x, lambda e, m: lax.cond(
       jnp.any(active), lambda: _nucleus_key(e, m, p, candidates, passes),
-      lambda: _keep_all(p.shape)))
+      lambda: _keep_all(m)))
   return _write(x, any_inf, jnp.where(active, thr, 0), logits.dtype)
 
 

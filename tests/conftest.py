@@ -23,3 +23,14 @@ def key_reuse_checked():
   """Turns on JAX's key-reuse checker for one test."""
   with jax.debug_key_reuse(True):
     yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+  """Drops compiled programs after each test module.
+
+  The suite compiles thousands of programs (every hypothesis shape); keeping them all in one
+  process grows memory without bound, and late in a full run XLA's CPU compiler has crashed.
+  """
+  yield
+  jax.clear_caches()
