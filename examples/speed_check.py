@@ -4,8 +4,8 @@ Run: python examples/speed_check.py
 
 Batch 32, vocabulary 128256, float32 logits. Each figure is the median of repeated jitted runs
 after a warm-up call, with results blocked on, and is printed next to its ratio to the floor
-(`jax.nn.logsumexp` over the same logits, measured in the same run). The full benchmark with
-peers is planned as `jaxlogits bench`.
+(`jax.nn.logsumexp` over the same logits, measured in the same run). The full benchmark, with
+peers, both ways of writing each chain and the decode loop, is `jaxlogits bench`.
 """
 
 import time

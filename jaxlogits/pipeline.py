@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 import numpy as np
 
 from jaxlogits import _checks
@@ -247,23 +248,34 @@ def _process(logits, params, counts, tokens, length, num_generated, eos_ids, all
     counts = _pen._token_counts(tokens, length, length, 0, vocab_size=v, has_length=True,
                                 has_start=False, has_pad=False)
   if counts is not None:
-    x = _pen._count_penalties(x, counts, _row(params.repetition_penalty),
-                              _row(params.frequency_penalty), _row(params.presence_penalty))
+    # Skipped (one cheap test) unless some row has a penalty: reading the counts costs a pass.
+    penalised = ((params.repetition_penalty != 1) | (params.frequency_penalty != 0)
+                 | (params.presence_penalty != 0))
+    x = lax.cond(jnp.any(penalised), lambda x: _pen._count_penalties(
+        x, counts, _row(params.repetition_penalty), _row(params.frequency_penalty),
+        _row(params.presence_penalty)), lambda x: x, x)
   if tokens is not None:
     x = _pen._no_repeat_ngram(x, tokens, _row(params.no_repeat_ngram_size), length)
   # 3. temperature first, unless temperature_last
   last = params.temperature_last
   x = _temp._temperature(x, _row(jnp.where(last, 1.0, params.temperature)))
   # 4. truncations, each seeing the survivors of the previous one
-  x = _trunc._top_k(x, _row(params.top_k))
+  x = _trunc._top_k(x, _row(params.top_k))  # its output is sanitized: NaN is gone from here on
   x = _trunc._top_p(x, _row(params.top_p))
-  x = _trunc._min_p(x, _row(params.min_p))
-  x = _trunc._typical_p(x, _row(params.typical_p))
-  x = _trunc._epsilon_cutoff(x, _row(params.epsilon_cutoff))
-  x = _trunc._eta_cutoff(x, _row(params.eta_cutoff))
-  x = _trunc._top_n_sigma(x, _row(params.top_n_sigma))
+  # The rarer rules run only when some row uses them (one cheap test each).
+  x = _when(params.min_p > 0, _trunc._min_p, x, params.min_p)
+  x = _when(~(params.typical_p >= 1), _trunc._typical_p, x, params.typical_p)
+  x = _when(params.epsilon_cutoff > 0, _trunc._epsilon_cutoff_rule, x, params.epsilon_cutoff)
+  x = _when(params.eta_cutoff > 0, _trunc._eta_cutoff_rule, x, params.eta_cutoff)
+  x = _when(params.top_n_sigma > 0, _trunc._top_n_sigma_rule, x, params.top_n_sigma)
   # 5. temperature last, where asked
-  return _temp._temperature(x, _row(jnp.where(last, params.temperature, 1.0)))
+  return _when(last, _temp._temperature, x, jnp.where(last, params.temperature, 1.0))
+
+
+def _when(active, rule, x, param):
+  """``rule(x, param)`` if any row is ``active``, else ``x`` (every other row is at identity)."""
+  return lax.cond(jnp.any(active), lambda x: rule(x, _row(param)).astype(x.dtype),
+                  lambda x: x, x)
 
 
 def sample_step(key: Any, logits: Any, params: SamplingParams, **context: Any

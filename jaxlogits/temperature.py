@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jaxlogits import _checks
 from jaxlogits import _numerics as nm
@@ -20,9 +21,11 @@ def _temperature(logits: jax.Array, t: jax.Array) -> jax.Array:
   # +inf and -inf entries stay as they are (inf / inf would be NaN for t = inf under jit).
   scaled = jnp.where(jnp.isinf(x), x, x / jnp.where(positive, t, 1.0))
   scaled = nm.clamp_finite(scaled, jnp.isfinite(x), logits.dtype)
-  # t == 0 (and, under jit, t < 0 or NaN): only the argmax survives, lowest index on ties.
-  first_max = jnp.arange(x.shape[-1]) == nm.first_argmax(x)[..., None]
-  greedy = nm.apply_mask(x, first_max)
+  # t == 0 (and, under jit, t < 0 or NaN): only the argmax survives, lowest index on ties. The
+  # argmax pass runs only when some row needs it.
+  first = lax.cond(jnp.any(~positive), lambda: nm.first_argmax(x)[..., None],
+                   lambda: jnp.zeros_like(t, jnp.int32))
+  greedy = nm.apply_mask(x, jnp.arange(x.shape[-1]) == first)
   return nm.finish(jnp.where(positive, scaled, greedy), logits.dtype)
 
 

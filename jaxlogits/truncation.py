@@ -411,6 +411,12 @@ def typical_p(logits: Any, mass: Any) -> jax.Array:
 
 @jax.jit
 def _epsilon_cutoff(logits, eps):
+  # Skipped (one cheap test) unless some row is active: the rule costs full passes.
+  return lax.cond(jnp.any(eps > 0), lambda: _epsilon_cutoff_rule(logits, eps),
+                  lambda: nm.finish(nm.sanitize(logits), logits.dtype))
+
+
+def _epsilon_cutoff_rule(logits, eps):
   x = nm.sanitize(logits)
   e = nm.effective(x)
   probs, _ = nm.probs_and_logprobs(e)
@@ -452,6 +458,12 @@ def epsilon_cutoff(logits: Any, epsilon: Any) -> jax.Array:
 
 @jax.jit
 def _eta_cutoff(logits, eps):
+  # Skipped (one cheap test) unless some row is active: the rule costs full passes.
+  return lax.cond(jnp.any(eps > 0), lambda: _eta_cutoff_rule(logits, eps),
+                  lambda: nm.finish(nm.sanitize(logits), logits.dtype))
+
+
+def _eta_cutoff_rule(logits, eps):
   x = nm.sanitize(logits)
   e = nm.effective(x)
   probs, logp = nm.probs_and_logprobs(e)
@@ -501,6 +513,12 @@ def eta_cutoff(logits: Any, epsilon: Any) -> jax.Array:
 
 @jax.jit
 def _top_n_sigma(logits, n):
+  # Skipped (one cheap test) unless some row is active: the rule costs full passes.
+  return lax.cond(jnp.any(n > 0), lambda: _top_n_sigma_rule(logits, n),
+                  lambda: nm.finish(nm.sanitize(logits), logits.dtype))
+
+
+def _top_n_sigma_rule(logits, n):
   x = nm.sanitize(logits)
   e = nm.effective(x)
   finite = jnp.isfinite(e)
