@@ -8,24 +8,12 @@ after a warm-up call, with results blocked on, and is printed next to its ratio 
 peers, both ways of writing each chain and the decode loop, is `jaxlogits bench`.
 """
 
-import time
-
 import jax
-import numpy as np
 
 import jaxlogits as jl
+from jaxlogits.bench import median_ms
 
 BATCH, VOCAB, REPEATS = 32, 128256, 7
-
-
-def median_ms(fn, *args) -> float:
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(REPEATS):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return float(np.median(times)) * 1e3
 
 
 def main() -> None:
@@ -43,7 +31,7 @@ def main() -> None:
   }
   floor = None
   for name, (fn, args) in cases.items():
-    ms = median_ms(fn, *args)
+    ms = median_ms(fn, *args, repeats=REPEATS)
     floor = ms if floor is None else floor
     print(f"{name:42s} {ms:9.2f} ms  {ms / floor:7.1f}x floor")
 
