@@ -182,7 +182,9 @@ def transformers_peer(name: str) -> Callable | None:
 
 
 def make_inputs(batch: int, vocab: int, seed: int = 0) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Logits like a language model's (a few clear favourites over a long tail), counts, a key."""
+  """``N(0, 1) * 2`` logits (a flat distribution: top-p 0.95 keeps about a third of the
+  vocabulary, the hard case for a nucleus search), the counts of 512 random context tokens per
+  row, and a key."""
   k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
   logits = jax.random.normal(k1, (batch, vocab)) * 2.0
   context = jax.random.randint(k2, (batch, CONTEXT_TOKENS), 0, vocab)
