@@ -38,8 +38,7 @@ def sanitize(logits: jax.Array) -> jax.Array:
 def effective(x: jax.Array) -> jax.Array:
   """Applies the +inf rule to sanitized logits ``x`` (see the module docstring)."""
   # A float max is the cheapest full pass on CPU (``jnp.any`` of a comparison costs more).
-  any_inf = jnp.max(x, axis=-1, keepdims=True) == jnp.inf
-  return jnp.where(any_inf, jnp.where(x == jnp.inf, 0.0, NEG_INF), x)
+  return with_inf_rule(x, jnp.max(x, axis=-1, keepdims=True) == jnp.inf)
 
 
 def effective_and_max(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:

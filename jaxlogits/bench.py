@@ -60,14 +60,19 @@ SCALING_BATCHES = (8, 32)
 # timing
 
 
-def median_ms(fn: Callable, *args, repeats: int, warmup: int = 2) -> float:
-  """Median wall time in ms of ``fn(*args)`` over ``repeats`` calls after ``warmup`` calls."""
+def median_ms(fn: Callable, *args, repeats: int, warmup: int = 2,
+              block: Callable = jax.block_until_ready) -> float:
+  """Median wall time in ms of ``fn(*args)`` over ``repeats`` calls after ``warmup`` calls.
+
+  Each result is passed to ``block`` (JAX's asynchronous results are waited for; pass the
+  identity for synchronous code such as torch on CPU).
+  """
   for _ in range(warmup):
-    jax.block_until_ready(fn(*args))
+    block(fn(*args))
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
+    block(fn(*args))
     times.append(time.perf_counter() - start)
   return float(np.median(times)) * 1e3
 
@@ -220,24 +225,14 @@ def workload_rows(batch: int, vocab: int, repeats: int, peers: bool) -> list[dic
         import torch
         scores = torch.from_numpy(np.array(logits))
         ids = torch.zeros((b, 1), dtype=torch.long)
-        row["transformers_ms"] = _torch_median_ms(hf, ids, scores, max(3, repeats // 3))
+        row["transformers_ms"] = median_ms(hf, ids, scores, repeats=max(3, repeats // 3),
+                                           block=lambda out: out)
     best = min(comp, pipe)
     row.update(composed_x_floor=comp / floor, pipeline_x_floor=pipe / floor,
                common_jax_x_ours=_ratio(row["common_jax_ms"], best),
                transformers_x_ours=_ratio(row["transformers_ms"], best))
     rows.append(row)
   return rows
-
-
-def _torch_median_ms(fn, ids, scores, repeats: int) -> float:
-  for _ in range(2):
-    fn(ids, scores)
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn(ids, scores)
-    times.append(time.perf_counter() - start)
-  return float(np.median(times)) * 1e3
 
 
 def scaling_rows(repeats: int, vocabs=SCALING_VOCABS, batches=SCALING_BATCHES

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,6 +27,7 @@ from jax import lax
 
 import jaxlogits as jl
 from jaxlogits import decode
+from jaxlogits.bench import median_ms
 
 __all__ = ["run", "format_table"]
 
@@ -60,16 +59,6 @@ def _bare_loop(fn):
   return bare
 
 
-def _median_s(fn, repeats: int) -> float:
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
-
-
 def _transformers_s(batch: int, prompts: np.ndarray, repeats: int) -> float | None:
   try:
     import torch
@@ -92,14 +81,9 @@ def _transformers_s(batch: int, prompts: np.ndarray, repeats: int) -> float | No
                             temperature=0.8, max_new_tokens=NEW, min_new_tokens=NEW,
                             pad_token_id=0)
 
-  call()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    out = call()
-    times.append(time.perf_counter() - start)
-    assert out.shape == (batch, PROMPT + NEW), out.shape
-  return float(np.median(times))
+  out = call()  # also the warm-up
+  assert out.shape == (batch, PROMPT + NEW), out.shape
+  return median_ms(call, repeats=repeats, warmup=0, block=lambda out: out) / 1e3
 
 
 def run(repeats: int = 3, peers: bool = True, batches=(1, 8)) -> list[dict[str, Any]]:
@@ -122,10 +106,11 @@ def run(repeats: int = 3, peers: bool = True, batches=(1, 8)) -> list[dict[str, 
     prompts = jax.random.randint(jax.random.key(b), (b, PROMPT), 0, VOCAB)
     params = jl.SamplingParams.create(b, temperature=0.8, top_p=0.9)
     key = jax.random.key(0)
-    gen = _median_s(lambda: decode.generate(key, fn, cache, prompts, params=params,
-                                            max_new_tokens=NEW).tokens, repeats)
+    gen = median_ms(lambda: decode.generate(key, fn, cache, prompts, params=params,
+                                            max_new_tokens=NEW).tokens,
+                    repeats=repeats, warmup=1) / 1e3
     bare_fn = _bare_loop(fn)
-    bare = _median_s(lambda: bare_fn(cache, prompts), repeats)
+    bare = median_ms(bare_fn, cache, prompts, repeats=repeats, warmup=1) / 1e3
     hf = _transformers_s(b, np.asarray(prompts), max(1, repeats // 2)) if peers else None
     rows.append(dict(batch=b, generate_ms_per_token=gen * 1e3 / NEW,
                      bare_ms_per_token=bare * 1e3 / NEW,

@@ -251,9 +251,9 @@ def _process(logits, params, counts, tokens, length, num_generated, eos_ids, all
     # Skipped (one cheap test) unless some row has a penalty: reading the counts costs a pass.
     penalised = ((params.repetition_penalty != 1) | (params.frequency_penalty != 0)
                  | (params.presence_penalty != 0))
-    x = lax.cond(jnp.any(penalised), lambda x: _pen._count_penalties(
+    x = _when(penalised, lambda x: _pen._count_penalties(
         x, counts, _row(params.repetition_penalty), _row(params.frequency_penalty),
-        _row(params.presence_penalty)), lambda x: x, x)
+        _row(params.presence_penalty)), x)
   if tokens is not None:
     x = _pen._no_repeat_ngram(x, tokens, _row(params.no_repeat_ngram_size), length)
   # 3. temperature first, unless temperature_last
@@ -263,19 +263,25 @@ def _process(logits, params, counts, tokens, length, num_generated, eos_ids, all
   x = _trunc._top_k(x, _row(params.top_k))  # its output is sanitized: NaN is gone from here on
   x = _trunc._top_p(x, _row(params.top_p))
   # The rarer rules run only when some row uses them (one cheap test each).
-  x = _when(params.min_p > 0, _trunc._min_p, x, params.min_p)
-  x = _when(~(params.typical_p >= 1), _trunc._typical_p, x, params.typical_p)
-  x = _when(params.epsilon_cutoff > 0, _trunc._epsilon_cutoff_rule, x, params.epsilon_cutoff)
-  x = _when(params.eta_cutoff > 0, _trunc._eta_cutoff_rule, x, params.eta_cutoff)
-  x = _when(params.top_n_sigma > 0, _trunc._top_n_sigma_rule, x, params.top_n_sigma)
+  for active, rule, param in [
+      (params.min_p > 0, _trunc._min_p, params.min_p),
+      (~(params.typical_p >= 1), _trunc._typical_p, params.typical_p),
+      (params.epsilon_cutoff > 0, _trunc._epsilon_cutoff_rule, params.epsilon_cutoff),
+      (params.eta_cutoff > 0, _trunc._eta_cutoff_rule, params.eta_cutoff),
+      (params.top_n_sigma > 0, _trunc._top_n_sigma_rule, params.top_n_sigma)]:
+    x = _when(active, lambda x, rule=rule, param=param: rule(x, _row(param)), x)
   # 5. temperature last, where asked
-  return _when(last, _temp._temperature, x, jnp.where(last, params.temperature, 1.0))
+  t_last = _row(jnp.where(last, params.temperature, 1.0))
+  return _when(last, lambda x: _temp._temperature(x, t_last), x)
 
 
-def _when(active, rule, x, param):
-  """``rule(x, param)`` if any row is ``active``, else ``x`` (every other row is at identity)."""
-  return lax.cond(jnp.any(active), lambda x: rule(x, _row(param)).astype(x.dtype),
-                  lambda x: x, x)
+def _when(active, step, x):
+  """``step(x)`` if any row is ``active``, else ``x`` (the other rows are at their identity).
+
+  One cheap test on the parameters spares a step's full passes over the logits when no row of
+  the batch uses it.
+  """
+  return lax.cond(jnp.any(active), lambda x: step(x).astype(x.dtype), lambda x: x, x)
 
 
 def sample_step(key: Any, logits: Any, params: SamplingParams, **context: Any

@@ -62,6 +62,13 @@ def _keep_all(like: jax.Array) -> jax.Array:
   return jnp.zeros_like(like, jnp.uint32)
 
 
+def _unless_identity(active, rule, logits, param):
+  """``rule(logits, param)``, skipped (one cheap test) when no row is ``active``: the rule costs
+  full passes, the identity only the NaN clean-up."""
+  return lax.cond(jnp.any(active), lambda: rule(logits, param),
+                  lambda: nm.finish(nm.sanitize(logits), logits.dtype))
+
+
 def _masked(x, keep, active):
   return jnp.where(active, nm.apply_mask(x, keep), x)
 
@@ -156,6 +163,13 @@ def _mass_above(vals: jax.Array, w: jax.Array, base: jax.Array) -> jax.Array:
   return jnp.take_along_axis(exclusive, start, axis=-1)
 
 
+def _crossing(vals: jax.Array, ok: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """How many of the descending ``vals`` qualify (``ok``: mass above them ``< p``; a prefix,
+  -inf entries excluded) and the last one that does (the first value when none does)."""
+  n_ok = jnp.sum(ok & (vals > nm.NEG_INF), axis=-1, keepdims=True)
+  return n_ok, jnp.take_along_axis(vals, jnp.maximum(n_ok - 1, 0), axis=-1)
+
+
 def _nucleus_search(e, keys, shift, log_z, p, hi, w_hi, passes, extract):
   """Top-p threshold for rows whose nucleus is larger than the candidate list.
 
@@ -212,9 +226,7 @@ def _nucleus_search(e, keys, shift, log_z, p, hi, w_hi, passes, extract):
   _, lo, w_lo, hi, w_hi, _, _, _ = lax.while_loop(cond, body, state)
   inside = (keys > nm.ordered_key(lo)) & (keys <= nm.ordered_key(hi))
   vals, _ = nm.top_values(jnp.where(inside, e, nm.NEG_INF), extract)
-  above = _mass_above(vals, probs(vals), w_hi)
-  n_ok = jnp.sum((above < p) & (vals > nm.NEG_INF), axis=-1, keepdims=True)
-  thr_val = jnp.take_along_axis(vals, jnp.maximum(n_ok - 1, 0), axis=-1)
+  n_ok, thr_val = _crossing(vals, _mass_above(vals, probs(vals), w_hi) < p)
   thr = jnp.where(n_ok > 0, nm.ordered_key(thr_val), _after(nm.ordered_key(hi)))
   complete = (vals[..., -1:] == nm.NEG_INF) | (extract == v)
   ok = (valid & complete & ~nm.in_denormal_band(thr_val)
@@ -236,8 +248,7 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int,
       jnp.all(sparse), lambda: jnp.log(jnp.sum(jnp.exp(vals - shift), axis=-1, keepdims=True)),
       lambda: nm.log_normalizer(e, m)[1])
   above = _mass_above(vals, jnp.exp((vals - shift) - log_z), jnp.zeros_like(shift))
-  n_ok = jnp.sum(above < p, axis=-1, keepdims=True)
-  thr = jnp.take_along_axis(vals, jnp.maximum(n_ok - 1, 0), axis=-1)
+  n_ok, thr = _crossing(vals, above < p)
   fits = ((n_ok < c) | (c == v)) & ~nm.in_denormal_band(thr)
   # n_ok == 0 (p <= 0) gives thr = max: the keep-at-least-one rule.
   fast = nm.ordered_key(thr)
@@ -411,9 +422,7 @@ def typical_p(logits: Any, mass: Any) -> jax.Array:
 
 @jax.jit
 def _epsilon_cutoff(logits, eps):
-  # Skipped (one cheap test) unless some row is active: the rule costs full passes.
-  return lax.cond(jnp.any(eps > 0), lambda: _epsilon_cutoff_rule(logits, eps),
-                  lambda: nm.finish(nm.sanitize(logits), logits.dtype))
+  return _unless_identity(eps > 0, _epsilon_cutoff_rule, logits, eps)
 
 
 def _epsilon_cutoff_rule(logits, eps):
@@ -458,9 +467,7 @@ def epsilon_cutoff(logits: Any, epsilon: Any) -> jax.Array:
 
 @jax.jit
 def _eta_cutoff(logits, eps):
-  # Skipped (one cheap test) unless some row is active: the rule costs full passes.
-  return lax.cond(jnp.any(eps > 0), lambda: _eta_cutoff_rule(logits, eps),
-                  lambda: nm.finish(nm.sanitize(logits), logits.dtype))
+  return _unless_identity(eps > 0, _eta_cutoff_rule, logits, eps)
 
 
 def _eta_cutoff_rule(logits, eps):
@@ -513,9 +520,7 @@ def eta_cutoff(logits: Any, epsilon: Any) -> jax.Array:
 
 @jax.jit
 def _top_n_sigma(logits, n):
-  # Skipped (one cheap test) unless some row is active: the rule costs full passes.
-  return lax.cond(jnp.any(n > 0), lambda: _top_n_sigma_rule(logits, n),
-                  lambda: nm.finish(nm.sanitize(logits), logits.dtype))
+  return _unless_identity(n > 0, _top_n_sigma_rule, logits, n)
 
 
 def _top_n_sigma_rule(logits, n):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jaxlogits import bench, cli
+from tests.cli_checks import assert_one_line_error
 
 
 def test_workloads_composed_and_pipelined_draw_the_same_tokens():
@@ -64,8 +65,7 @@ def test_cli_writes_json_and_plot(tmp_path, capsys):
     (["--batches", "0"], "--batches must be positive integers"),
 ])
 def test_cli_rejects_bad_flags(argv, message, capsys):
-  assert cli.main(["bench", "--no-sharded", *argv]) == 2
-  assert message in capsys.readouterr().err
+  assert_one_line_error(capsys, ["bench", "--no-sharded", *argv], message)
 
 
 def test_decode_bench_rows(monkeypatch):

@@ -8,6 +8,7 @@ import pytest
 from jaxlogits import cli, data
 from jaxlogits.checkpoint import save_checkpoint
 from jaxlogits.model import create_model, get_config
+from tests.cli_checks import assert_one_line_error
 
 FIGURES = ["accuracy", "confidence", "ece_width", "ece_mass", "mce", "brier", "nll"]
 
@@ -103,16 +104,7 @@ def test_calibrated_normalisation(ckpt, capsys):
     (["--num-questions", "100000"], "hold only"),
 ])
 def test_bad_flags_give_one_line_and_status_2(ckpt, capsys, flags, message):
-  try:
-    status = cli.main(["calibrate", "--checkpoint", ckpt] + flags)
-  except SystemExit as exit_:  # argparse's own errors exit directly
-    status = exit_.code
-  assert status == 2
-  captured = capsys.readouterr()
-  assert captured.out == ""
-  err = captured.err
-  assert err.count("\n") == 1 and err.startswith("jaxlogits: error: ")
-  assert message in err and "Traceback" not in err
+  assert_one_line_error(capsys, ["calibrate", "--checkpoint", ckpt] + flags, message)
 
 
 def test_missing_checkpoint_is_one_line(tmp_path, capsys):

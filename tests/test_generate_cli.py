@@ -7,6 +7,7 @@ import pytest
 from jaxlogits import cli
 from jaxlogits.checkpoint import save_checkpoint
 from jaxlogits.model import create_model, get_config
+from tests.cli_checks import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +53,6 @@ def test_streamed_text_equals_json_text(ckpt, capsys):
     (["--seed", "99999999999999999999999"], "must fit in 64 bits"),
 ])
 def test_bad_flags_give_one_line_and_status_2(ckpt, capsys, flags, message):
-  try:
-    status = cli.main(["generate", "x", "--checkpoint", ckpt] + flags)
-  except SystemExit as exit_:  # argparse's own errors exit directly
-    status = exit_.code
+  status, _, err = run_cli(capsys, ["generate", "x", "--checkpoint", ckpt] + flags)
   assert status == 2
-  err = capsys.readouterr().err
   assert err.count("\n") == 1 and message in err and "Traceback" not in err

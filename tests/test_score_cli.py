@@ -10,6 +10,7 @@ from jaxlogits import classify as cl
 from jaxlogits import cli, tokenizer
 from jaxlogits.checkpoint import load_checkpoint, save_checkpoint
 from jaxlogits.model import create_model, get_config
+from tests.cli_checks import assert_one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -96,16 +97,8 @@ def test_table_output_and_reproducible(ckpt, capsys):
     ([], "--candidate"),
 ])
 def test_bad_flags_give_one_line_and_status_2(ckpt, capsys, flags, message):
-  try:
-    status = cli.main(["score", "--prompt", "p", "--checkpoint", ckpt] + flags)
-  except SystemExit as exit_:  # argparse's own errors exit directly
-    status = exit_.code
-  assert status == 2
-  captured = capsys.readouterr()
-  assert captured.out == ""
-  err = captured.err
-  assert err.count("\n") == 1 and err.startswith("jaxlogits: error: ")
-  assert message in err and "Traceback" not in err
+  assert_one_line_error(capsys, ["score", "--prompt", "p", "--checkpoint", ckpt] + flags,
+                        message)
 
 
 def test_missing_checkpoint_is_one_line(tmp_path, capsys):
