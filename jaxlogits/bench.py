@@ -77,6 +77,21 @@ def median_ms(fn: Callable, *args, repeats: int, warmup: int = 2,
   return float(np.median(times)) * 1e3
 
 
+def torch_device() -> str:
+  """Where the torch peers run: ``"cuda"`` when JAX runs on a GPU and torch sees one, else
+  ``"cpu"`` (peers are timed on the same kind of device as jaxlogits)."""
+  import torch
+  return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
+def torch_block(out: Any) -> Any:
+  """Waits for a torch result (CUDA kernels run asynchronously, like JAX's)."""
+  import torch
+  if getattr(out, "is_cuda", False):
+    torch.cuda.synchronize()
+  return out
+
+
 # --------------------------------------------------------------------------------------------
 # the workloads, three ways
 
@@ -223,10 +238,11 @@ def workload_rows(batch: int, vocab: int, repeats: int, peers: bool) -> list[dic
       hf = transformers_peer(name)
       if hf is not None:
         import torch
-        scores = torch.from_numpy(np.array(logits))
-        ids = torch.zeros((b, 1), dtype=torch.long)
+        dev = torch_device()
+        scores = torch.from_numpy(np.array(logits)).to(dev)
+        ids = torch.zeros((b, 1), dtype=torch.long, device=dev)
         row["transformers_ms"] = median_ms(hf, ids, scores, repeats=max(3, repeats // 3),
-                                           block=lambda out: out)
+                                           block=torch_block)
     best = min(comp, pipe)
     row.update(composed_x_floor=comp / floor, pipeline_x_floor=pipe / floor,
                common_jax_x_ours=_ratio(row["common_jax_ms"], best),

@@ -27,7 +27,7 @@ from jax import lax
 
 import jaxlogits as jl
 from jaxlogits import decode
-from jaxlogits.bench import median_ms
+from jaxlogits.bench import median_ms, torch_block, torch_device
 
 __all__ = ["run", "format_table"]
 
@@ -71,8 +71,9 @@ def _transformers_s(batch: int, prompts: np.ndarray, repeats: int) -> float | No
                     num_attention_heads=SHAPE["num_heads"],
                     num_key_value_heads=SHAPE["num_kv_heads"],
                     max_position_embeddings=PROMPT + NEW, tie_word_embeddings=False)
-  model = LlamaForCausalLM(cfg).eval()
-  ids = torch.from_numpy(prompts.astype(np.int64))
+  dev = torch_device()
+  model = LlamaForCausalLM(cfg).eval().to(dev)
+  ids = torch.from_numpy(prompts.astype(np.int64)).to(dev)
   mask = torch.ones_like(ids)
 
   def call():
@@ -81,9 +82,9 @@ def _transformers_s(batch: int, prompts: np.ndarray, repeats: int) -> float | No
                             temperature=0.8, max_new_tokens=NEW, min_new_tokens=NEW,
                             pad_token_id=0)
 
-  out = call()  # also the warm-up
+  out = torch_block(call())  # also the warm-up
   assert out.shape == (batch, PROMPT + NEW), out.shape
-  return median_ms(call, repeats=repeats, warmup=0, block=lambda out: out) / 1e3
+  return median_ms(call, repeats=repeats, warmup=0, block=torch_block) / 1e3
 
 
 def run(repeats: int = 3, peers: bool = True, batches=(1, 8)) -> list[dict[str, Any]]:
