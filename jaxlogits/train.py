@@ -8,7 +8,9 @@ with ``ndim >= 2``: the embedding and the projection kernels), not to norm
 scales. The train step is one jitted function; batches come from
 :func:`jaxlogits.data.batch_iterator` with the run's seed, and parameters
 are initialised from the same seed, so a run is deterministic for a seed
-(on a given machine/JAX build).
+(on a given machine/JAX build). On a GPU, XLA adds the embedding gradient
+with atomic scatter-adds, so runs agree only to rounding unless
+``XLA_FLAGS=--xla_gpu_deterministic_ops=true`` is set.
 
 Held-out bits per byte
 ----------------------

@@ -88,6 +88,9 @@ PROMPTS = jnp.array([[256, 100, 101, 102, 103], [256, 65, 0, 0, 0], [256, 1, 2, 
 LENGTHS = jnp.array([5, 2, 4])
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason=(
+    "a GPU picks matmul kernels by batch size, so the model's logits (not the sampling) can "
+    "round differently for a row alone and in a batch"))
 def test_rows_do_not_depend_on_batch_mates_or_padding():
   params = jl.SamplingParams.create(3, temperature=[1.0, 0.8, 1.2], top_p=[0.9, 1.0, 0.8],
                                     repetition_penalty=1.2)

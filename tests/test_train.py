@@ -3,6 +3,7 @@
 import math
 import zlib
 
+import jax
 import numpy as np
 import optax
 import pytest
@@ -87,7 +88,10 @@ def test_training_lowers_loss_and_is_deterministic(tmp_path, capsys):
     assert "bytes/s" in capsys.readouterr().err
     # same settings -> identical losses; another seed -> different ones
     r2 = train(CFG, _tc(), train_stream=stream, heldout_docs=held, final_eval=False)
-    assert r2.losses == r1.losses
+    if jax.default_backend() == "cpu":
+        assert r2.losses == r1.losses
+    else:  # GPU scatter-adds (the embedding gradient) are atomic: same to rounding only
+        np.testing.assert_allclose(r2.losses, r1.losses, rtol=1e-4)
     r3 = train(CFG, _tc(seed=1), train_stream=stream, heldout_docs=held, final_eval=False)
     assert r3.losses != r1.losses
 
