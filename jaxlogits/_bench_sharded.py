@@ -23,8 +23,8 @@ inside the 128 candidates of top_p, ``B`` rows, ``D`` devices, ``Vl = V_pad / D`
 * top_p: all-reduce of the maximum and of the normaliser (``4B`` each), all-gather of
   ``128 * 4B`` bytes (the local candidates);
 * min_p: 2 all-reduces of ``4B`` (row maximum, largest key for keep-at-least-one);
-* draw: all-reduce of the maximum (``4B``), all-gather of ``Vl / 256 * 4B`` bytes (block sums),
-  all-reduce of the token (``4B``);
+* draw: all-reduce of the maximum (``4B``), all-gather of ``2 * 4B`` bytes (each device's
+  fixed-point total, two ``uint32``), all-reduce of the token (``4B``);
 * the batch-level ``any`` predicates of ``lax.cond`` are computed from replicated parameters
   and cross nothing.
 
@@ -109,11 +109,10 @@ def hlo_collective_bytes(hlo: str, devices: int) -> dict:
 
 def formula_bytes(batch: int, vocab: int, devices: int) -> int:
   """The analytic count of the module docstring for W2."""
-  vl = sh.padded_vocab_size(vocab, devices) // devices
   ar = lambda n: 2 * (devices - 1) * n // devices
   ag = lambda n: (devices - 1) * n
   row = 4 * batch
-  return (3 * ar(row) + 2 * ar(row) + ag(128 * row) + 2 * ar(row) + ar(row) + ag(vl // 256 * row)
+  return (3 * ar(row) + 2 * ar(row) + ag(128 * row) + 2 * ar(row) + ar(row) + ag(2 * row)
           + ar(row))
 
 

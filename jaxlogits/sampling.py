@@ -1,11 +1,20 @@
-"""Drawing tokens: an exact categorical draw with one uniform number per row, and greedy.
+"""Drawing tokens: an exact categorical draw with two uniform numbers per row, and greedy.
 
-The draw is inverse-CDF sampling, so it needs one random number per row instead of one per
-vocabulary entry (``jax.random.categorical`` draws ``V`` Gumbel numbers per row). The cumulative
-sum is blocked: one pass computes the sum of each block of ``BLOCK`` probabilities, a short scan
-over the block sums finds the block holding the target, and only that block is scanned token by
-token. The uniform number has 24 random bits; a token whose probability is below ``2**-24`` of
-the row's mass is drawn with probability rounded to that grid.
+The draw is inverse-CDF sampling in two levels, so it needs two random numbers per row instead of
+one per vocabulary entry (``jax.random.categorical`` draws ``V`` Gumbel numbers per row):
+
+1. One pass sums each block of ``BLOCK`` weights ``exp(l - max)``. The block sums are turned into
+   fixed-point integers (two ``uint32`` limbs each) and their prefix sums are taken in integers,
+   which are exact and so independent of the order of addition: a vocabulary split over devices
+   (:mod:`jaxlogits.sharding`) gets the very same prefix sums from one total per device. A first
+   uniform number picks the block from those prefix sums, read at 24 bits.
+2. A second, independent uniform number picks the token inside the chosen block, by a cumulative
+   sum over its ``BLOCK`` weights.
+
+Block ``b`` is drawn with probability ``q_b / Q`` (fixed-point mass over the row's total) on a
+grid of ``2**-24``, and a token inside it with probability ``w_i / s_b`` to float32 rounding;
+a block whose mass is below about ``2**-37`` of the largest weight (``2**-29`` for a million-token
+vocabulary) is never drawn. A token of probability zero is never drawn.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jaxlogits import _checks
 from jaxlogits import _numerics as nm
@@ -52,46 +62,123 @@ def row_keys(key: Any, batch_shape: tuple[int, ...]) -> jax.Array:
                    f"{tuple(batch_shape)}), got keys of shape {typed.shape}")
 
 
-def uniforms(keys: jax.Array) -> jax.Array:
-  """One float32 uniform number in ``[0, 1)`` per key, with 24 random bits."""
+def uniforms(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Two independent float32 uniform numbers in ``[0, 1)`` per key, 24 random bits each: the
+  first picks the block, the second the token inside it."""
   flat = keys.reshape(-1)
-  bits = jax.vmap(lambda k: jax.random.bits(k, (), jnp.uint32))(flat)
-  return ((bits >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)).reshape(keys.shape)
+  bits = jax.vmap(lambda k: jax.random.bits(k, (2,), jnp.uint32))(flat)
+  u = (bits >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)
+  return u[:, 0].reshape(keys.shape), u[:, 1].reshape(keys.shape)
 
 
-def inverse_cdf(e: jax.Array, u: jax.Array, block: int = BLOCK) -> jax.Array:
-  """Index ``i`` with ``C_{i-1} <= u * C_V < C_i`` per row of effective logits ``e`` ``[N, V]``.
+# --------------------------------------------------------------------------------------------
+# fixed-point block masses (shared with the vocabulary-sharded draw)
+
+
+def limb_layout(num_blocks: int) -> tuple[int, int]:
+  """``(width, frac)`` of the fixed-point block masses of a row of ``num_blocks`` blocks.
+
+  A block mass ``s`` (a float32 sum of at most ``BLOCK`` weights, each at most 1) becomes the
+  integer ``q = floor(s * 2**frac)``, stored as ``hi * 2**width + lo`` with ``lo < 2**width``.
+  ``width`` leaves room to add up ``num_blocks`` low limbs in ``uint32`` without overflow, and
+  ``frac`` does the same for the high limbs, so every prefix sum is exact.
+  """
+  cbits = max(1, int(num_blocks).bit_length())  # num_blocks < 2**cbits
+  width, frac = 32 - cbits, 55 - 2 * cbits
+  if frac < 16:
+    raise ValueError(f"a row of {num_blocks} blocks of {BLOCK} is too long for the draw")
+  return width, frac
+
+
+def to_limbs(s: jax.Array, width: int, frac: int) -> tuple[jax.Array, jax.Array]:
+  """``floor(s * 2**frac)`` of float32 ``s >= 0`` as ``uint32`` limbs ``(hi, lo)``; exact (scaling
+  by a power of two, ``floor`` and taking a fraction are exact in floating point)."""
+  a = s * jnp.float32(2.0 ** (frac - width))
+  hi = jnp.floor(a)
+  lo = jnp.floor((a - hi) * jnp.float32(2.0**width))
+  return hi.astype(jnp.uint32), lo.astype(jnp.uint32)
+
+
+def normalize(hi: jax.Array, lo: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
+  """The same integer with ``lo < 2**width`` (carries moved into ``hi``)."""
+  return hi + (lo >> width), lo & jnp.uint32((1 << width) - 1)
+
+
+def exclusive_prefix(a: jax.Array) -> jax.Array:
+  """Exclusive prefix sums along the last axis (starting at 0)."""
+  inclusive = jnp.cumsum(a, axis=-1)
+  return jnp.concatenate([jnp.zeros_like(a[..., :1]), inclusive[..., :-1]], axis=-1)
+
+
+def fractions(hi: jax.Array, lo: jax.Array, total_hi: jax.Array, total_lo: jax.Array,
+              width: int) -> jax.Array:
+  """``x / total`` in float32 for normalised integers ``x <= total`` (``total > 0``).
+
+  Both are shifted right until ``total`` fits in 24 bits, so they convert to float32 exactly and
+  the quotient is rounded once: the result is monotone in ``x``, equal integers give equal
+  fractions, and ``total`` gives exactly 1.
+  """
+  bits = jnp.where(total_hi > 0, width + 32 - lax.clz(total_hi).astype(jnp.int32),
+                   32 - lax.clz(total_lo).astype(jnp.int32))
+  shift = jnp.maximum(bits - 24, 0)
+
+  def shifted(h, l):
+    big = shift >= width  # the low limb is shifted out entirely
+    from_hi = jnp.where(big, h >> jnp.clip(shift - width, 0, 31).astype(jnp.uint32),
+                        h << jnp.clip(width - shift, 0, 31).astype(jnp.uint32))
+    from_lo = jnp.where(big, jnp.uint32(0), l >> jnp.clip(shift, 0, 31).astype(jnp.uint32))
+    return (from_hi + from_lo).astype(jnp.float32)
+
+  return shifted(hi, lo) / shifted(total_hi, total_lo)
+
+
+def pick_in_block(chosen: jax.Array, u2: jax.Array) -> jax.Array:
+  """Position in each row of block weights ``chosen`` ``[N, BLOCK]`` drawn by inverse CDF with
+  the uniform ``u2`` ``[N]``; never a zero-weight position when the block has mass."""
+  bs = chosen.shape[-1]
+  cum = jnp.cumsum(chosen, axis=-1)
+  j = jnp.sum(cum <= u2[:, None] * cum[:, -1:], axis=-1)
+  # u2 * total can round up to the total: take the block's last positive entry then.
+  last_positive = bs - 1 - jnp.argmax(chosen[:, ::-1] > 0, axis=-1)
+  return jnp.where(j >= bs, last_positive, j)
+
+
+def block_weights(e: jax.Array, m: jax.Array, block: int) -> tuple[jax.Array, jax.Array]:
+  """``exp(e - m)`` of ``e`` ``[N, V]`` cut into blocks ``[N, V / block, block]`` (``V`` padded
+  with zeros to whole blocks) and the float32 sum of each block."""
+  n, v = e.shape
+  w = jnp.exp(e - jnp.where(jnp.isfinite(m), m, 0.0))
+  nb = -(-v // block)
+  wp = jnp.pad(w, ((0, 0), (0, nb * block - v))).reshape(n, nb, block)
+  return wp, jnp.sum(wp, axis=-1)
+
+
+def inverse_cdf(e: jax.Array, u: jax.Array, u2: jax.Array, block: int = BLOCK) -> jax.Array:
+  """Token per row of effective logits ``e`` ``[N, V]``: the block whose fixed-point prefix
+  fractions bracket ``u``, then the position inside it that ``u2`` picks.
 
   Rows with no finite entry give -1. Never returns a zero-probability index.
   """
-  n, v = e.shape
   m = jnp.max(e, axis=-1, keepdims=True)
-  valid = jnp.isfinite(m[:, 0])
-  w = jnp.exp(e - jnp.where(jnp.isfinite(m), m, 0.0))
-  bs = min(block, v)
-  nb = -(-v // bs)
-  wp = jnp.pad(w, ((0, 0), (0, nb * bs - v))).reshape(n, nb, bs)
-  block_sums = jnp.sum(wp, axis=-1)
-  inclusive = jnp.cumsum(block_sums, axis=-1)
-  total = inclusive[:, -1:]
-  exclusive = jnp.concatenate([jnp.zeros((n, 1), w.dtype), inclusive[:, :-1]], axis=-1)
-  target = jnp.minimum(u[:, None] * total, jnp.nextafter(total, jnp.float32(0.0)))
-  b = jnp.sum(exclusive <= target, axis=-1) - 1  # last block starting at or below the target
-  b = jnp.clip(b, 0, nb - 1)
-  chosen = jnp.take_along_axis(wp, b[:, None, None], axis=1)[:, 0, :]
-  within = jnp.take_along_axis(exclusive, b[:, None], axis=1) + jnp.cumsum(chosen, axis=-1)
-  j = jnp.sum(within <= target, axis=-1)
-  # Rounding can leave the target at or past the block's end: take its last positive entry.
-  last_positive = bs - 1 - jnp.argmax(chosen[:, ::-1] > 0, axis=-1)
-  j = jnp.where(j >= bs, last_positive, j)
-  return jnp.where(valid, b * bs + j, -1).astype(jnp.int32)
+  wp, sums = block_weights(e, m, block)
+  nb = sums.shape[-1]
+  width, frac = limb_layout(nb)
+  hi, lo = to_limbs(sums, width, frac)
+  ex_hi, ex_lo = normalize(exclusive_prefix(hi), exclusive_prefix(lo), width)
+  tot_hi, tot_lo = normalize(jnp.sum(hi, axis=-1, keepdims=True),
+                             jnp.sum(lo, axis=-1, keepdims=True), width)
+  starts = fractions(ex_hi, ex_lo, tot_hi, tot_lo, width)
+  b = jnp.clip(jnp.sum(starts <= u[:, None], axis=-1) - 1, 0, nb - 1)
+  j = pick_in_block(jnp.take_along_axis(wp, b[:, None, None], axis=1)[:, 0, :], u2)
+  return jnp.where(jnp.isfinite(m[:, 0]), b * block + j, -1).astype(jnp.int32)
 
 
 @jax.jit
 def _sample(keys, logits):
   e = nm.effective(nm.sanitize(logits))
   flat = e.reshape((-1, e.shape[-1]))
-  idx = inverse_cdf(flat, uniforms(keys).reshape(-1))
+  u, u2 = uniforms(keys)
+  idx = inverse_cdf(flat, u.reshape(-1), u2.reshape(-1))
   return idx.reshape(logits.shape[:-1])
 
 
@@ -99,10 +186,14 @@ def sample(key: Any, logits: Any) -> jax.Array:
   r"""Draws one token per row exactly from ``softmax(logits)``.
 
   .. math::
-    i = \min\{\, i : \textstyle\sum_{j \le i} p_j > u \,\}, \quad u \sim U[0, 1)
+    b = \min\{\, b : \textstyle\sum_{c \le b} P_c > u \,\}, \quad
+    i = \min\{\, i \in b : \textstyle\sum_{j \in b,\, j \le i} p_j > u' P_b \,\}, \quad
+    u, u' \sim U[0, 1)
 
-  one uniform number per row and a blocked cumulative sum (no per-token random numbers, no
-  sort). NaN logits count as ``-inf``; a row with ``+inf`` entries draws uniformly among them; a
+  where ``P_b`` is the mass of the ``b``-th block of 256 tokens: two uniform numbers per row, one
+  for the block (from exact fixed-point prefix sums of the block masses, so a vocabulary split
+  over devices draws the same token) and one for the token inside it; no per-token random
+  numbers, no sort (see the module docstring for the precision). NaN logits count as ``-inf``; a row with ``+inf`` entries draws uniformly among them; a
   row with no finite logit gives ``-1``. A row's draw depends only on its logits and its key,
   never on the other rows, the batch size or padding.
 

@@ -3,8 +3,8 @@
 A tensor-parallel output layer leaves each device with a slice of the vocabulary: logits
 ``[B, V / D]`` per device. The functions here run *inside* ``jax.shard_map`` on that local slice,
 with the name of the vocabulary mesh axis (as ``lax.psum`` takes one), and give the result of the
-single-device function without gathering the vocabulary: only per-row scalars, ``O(k)``
-candidates, or (for the bit-exact draw) one number per 256-token block cross devices.
+single-device function without gathering the vocabulary: only per-row scalars (a few per device)
+and ``O(k)`` candidates cross devices.
 
 The vocabulary is padded to :func:`padded_vocab_size` (a multiple of ``256 * D``) so every device
 holds the same number of whole 256-token blocks; every function takes ``vocab_size``, the true
@@ -24,21 +24,18 @@ Collectives per step (``B`` rows, ``D`` devices on the vocabulary axis):
   ``all_gather`` of each device's 128 largest logits per row; when the nucleus reaches beyond
   those 128 candidates, 32 ``psum`` of one partial mass per row.
 * min_p (:func:`vocab_sharded_min_p`): a ``pmax`` of the row maximum.
-* the draw (:func:`vocab_sharded_sample`): a ``pmax`` (row maximum), an ``all_gather`` of the
-  per-block weight sums (``Vl / 256`` per row and device, 1/256 of the logits) and a ``pmax`` of the
-  chosen id (``-1`` on every device but the one that holds it). With ``exact=False`` it gathers
-  one total per device and row instead (``D`` scalars per row).
+* the draw (:func:`vocab_sharded_sample`): a ``pmax`` (row maximum), an ``all_gather`` of one
+  fixed-point total (two ``uint32``) per device and row, and a ``pmax`` of the chosen id (``-1``
+  on every device but the one that holds it).
 
 Exactness. top_k, min_p, temperature and the penalties are bit-for-bit the single-device
-results (their rules are order comparisons and elementwise arithmetic). The draw with
-``exact=True`` (the default) computes the very same cumulative sums as
-:func:`jaxlogits.sample`: the per-block sums are identical because each device holds whole
-blocks, and the scan over the block sums runs on the same values; so the same keys give the same
-tokens whenever ``V >= 256``. top_p reads a normaliser summed in a different order (partial sums
+results (their rules are order comparisons and elementwise arithmetic). So is the draw: the
+per-block sums are identical because each device holds whole blocks, and the draw adds them up
+as exact fixed-point integers, whose sums do not depend on the order or the split; so the same
+keys give the same tokens. top_p reads a normaliser summed in a different order (partial sums
 per device, then a ``psum``): its mask is exact against the float64 reference like the
 single-device mask, and equal to it except for a row whose nucleus boundary lies within float32
-rounding of ``p``. ``exact=False`` draws from the same distribution, but a target within float32
-rounding of a token boundary may pick the neighbouring token.
+rounding of ``p``.
 """
 
 from __future__ import annotations
@@ -530,105 +527,79 @@ def vocab_sharded_penalties(logits: Any, counts: Any, *, repetition: Any = 1.0,
 # the draw
 
 
-def _pick(wp, start, target, b):
-  """Position within block ``b`` of ``wp`` ``[N, nb, bs]`` whose cumulative weight, from
-  ``start`` ``[N, 1]`` at the block's first token, passes ``target``, as
-  ``sampling.inverse_cdf`` picks it."""
-  bs = wp.shape[-1]
-  chosen = jnp.take_along_axis(wp, b[:, None, None], axis=1)[:, 0, :]
-  within = start + jnp.cumsum(chosen, axis=-1)
-  j = jnp.sum(within <= target, axis=-1)
-  last_positive = bs - 1 - jnp.argmax(chosen[:, ::-1] > 0, axis=-1)
-  return jnp.where(j >= bs, last_positive, j)
+def _draw(e, u, u2, axis_name, vocab_size):
+  """Global id per row of flat sharded effective logits ``e`` ``[N, Vl]``; -1 for empty rows.
 
-
-def _exclusive(inclusive):
-  n = inclusive.shape[0]
-  return jnp.concatenate([jnp.zeros((n, 1), inclusive.dtype), inclusive[:, :-1]], axis=-1)
-
-
-def _draw(e, u, axis_name, vocab_size, exact):
-  """Global id per row of flat sharded effective logits ``e`` ``[N, Vl]``; -1 for empty rows."""
+  The two-level draw of :func:`jaxlogits.sampling.inverse_cdf`. Its block prefix sums are exact
+  integers, so each device's prefix sums follow from one total per device: the block fractions,
+  and so the tokens, are bitwise those of the single-device draw.
+  """
   n, vl = e.shape
-  bs = BLOCK if vl % BLOCK == 0 else vl
-  if exact and (bs != BLOCK or vocab_size < BLOCK):
-    raise ValueError(f"the exact sharded draw needs a shard size that is a multiple of {BLOCK} "
-                     f"(got {vl}; see pad_vocab) and a vocabulary of at least {BLOCK} tokens "
-                     f"(got {vocab_size}); pass exact=False otherwise")
-  nbl = vl // bs
+  if vl % BLOCK:
+    raise ValueError(f"the sharded draw needs a shard size that is a multiple of {BLOCK} "
+                     f"(got {vl}); pad the logits with pad_vocab")
+  nbl = vl // BLOCK
+  width, frac = _sampling.limb_layout(-(-vocab_size // BLOCK))  # as for the unpadded row
   me = lax.axis_index(axis_name)
   m = _global_max(e, axis_name)
-  valid = jnp.isfinite(m[:, 0])
-  w = jnp.exp(e - jnp.where(jnp.isfinite(m), m, 0.0))
-  wp = w.reshape(n, nbl, bs)
-  block_sums = jnp.sum(wp, axis=-1)
-  if exact:
-    # Every block sum of the row, as the single-device draw computes them (same blocks, same
-    # values), then the very same scan: identical cumulative sums, identical tokens.
-    nb = -(-vocab_size // bs)
-    every = lax.all_gather(block_sums, axis_name, axis=1, tiled=True)[:, :nb]
-    inclusive = jnp.cumsum(every, axis=-1)
-    total = inclusive[:, -1:]
-    exclusive = _exclusive(inclusive)
-    target = jnp.minimum(u[:, None] * total, jnp.nextafter(total, jnp.float32(0.0)))
-    b = jnp.clip(jnp.sum(exclusive <= target, axis=-1) - 1, 0, nb - 1)
-    mine = (b // nbl) == me
-    local_b = jnp.clip(b - me * nbl, 0, nbl - 1)
-    j = _pick(wp, jnp.take_along_axis(exclusive, b[:, None], axis=1), target, local_b)
-  else:
-    # One total per device and row: the device whose range holds the target draws locally.
-    totals = lax.all_gather(jnp.sum(block_sums, axis=-1, keepdims=True), axis_name, axis=1,
-                            tiled=True)
-    inclusive = jnp.cumsum(totals, axis=-1)
-    total = inclusive[:, -1:]
-    exclusive = _exclusive(inclusive)
-    target = jnp.minimum(u[:, None] * total, jnp.nextafter(total, jnp.float32(0.0)))
-    owner = jnp.clip(jnp.sum(exclusive <= target, axis=-1) - 1, 0, totals.shape[1] - 1)
-    mine = owner == me
-    mine_total = jnp.take_along_axis(totals, jnp.full((n, 1), me), axis=1)
-    offset = jnp.take_along_axis(exclusive, jnp.full((n, 1), me), axis=1)
-    local_t = jnp.clip(target - offset, 0.0, jnp.nextafter(mine_total, jnp.float32(0.0)))
-    local_incl = jnp.cumsum(block_sums, axis=-1)
-    local_excl = _exclusive(local_incl)
-    local_b = jnp.clip(jnp.sum(local_excl <= local_t, axis=-1) - 1, 0, nbl - 1)
-    j = _pick(wp, jnp.take_along_axis(local_excl, local_b[:, None], axis=1), local_t, local_b)
-  token = jnp.where(mine, me * vl + local_b * bs + j, -1)
+  wp, sums = _sampling.block_weights(e, m, BLOCK)
+  hi, lo = _sampling.to_limbs(sums, width, frac)
+  # one (hi, lo) total per device and row: the only numbers that cross devices besides the max
+  totals = lax.all_gather(jnp.stack([jnp.sum(hi, axis=-1), jnp.sum(lo, axis=-1)], -1),
+                          axis_name, axis=1, tiled=False)  # [N, D, 2]
+  before = jnp.sum(jnp.where((jnp.arange(totals.shape[1]) < me)[None, :, None], totals, 0),
+                   axis=1)
+  tot_hi, tot_lo = _sampling.normalize(*(jnp.sum(totals, axis=1)[:, i:i + 1] for i in (0, 1)),
+                                       width)
+  starts = _sampling.fractions(
+      *_sampling.normalize(before[:, :1] + _sampling.exclusive_prefix(hi),
+                           before[:, 1:] + _sampling.exclusive_prefix(lo), width),
+      tot_hi, tot_lo, width)
+  end = _sampling.fractions(
+      *_sampling.normalize(before[:, :1] + jnp.sum(hi, axis=-1, keepdims=True),
+                           before[:, 1:] + jnp.sum(lo, axis=-1, keepdims=True), width),
+      tot_hi, tot_lo, width)
+  mine = (starts[:, 0] <= u) & (u < end[:, 0])
+  local_b = jnp.clip(jnp.sum(starts <= u[:, None], axis=-1) - 1, 0, nbl - 1)
+  j = _sampling.pick_in_block(jnp.take_along_axis(wp, local_b[:, None, None], axis=1)[:, 0, :],
+                              u2)
+  token = jnp.where(mine, me * vl + local_b * BLOCK + j, -1)
   token = lax.pmax(token.astype(jnp.int32), axis_name)
-  return jnp.where(valid, token, -1)
+  return jnp.where(jnp.isfinite(m[:, 0]), token, -1)
 
 
-def _sample_impl(keys, x, axis_name, vocab_size, exact):
+def _sample_impl(keys, x, axis_name, vocab_size):
   e = _effective(x, axis_name)
   flat = e.reshape((-1, e.shape[-1]))
-  u = _sampling.uniforms(keys).reshape(-1)
-  return _draw(flat, u, axis_name, vocab_size, exact).reshape(x.shape[:-1])
+  u, u2 = _sampling.uniforms(keys)
+  return _draw(flat, u.reshape(-1), u2.reshape(-1), axis_name, vocab_size).reshape(
+      x.shape[:-1])
 
 
-def vocab_sharded_sample(key: Any, logits: Any, *, axis_name: Any, vocab_size: int,
-                         exact: bool = True) -> jax.Array:
+def vocab_sharded_sample(key: Any, logits: Any, *, axis_name: Any, vocab_size: int
+                         ) -> jax.Array:
   r""":func:`jaxlogits.sample` on a vocabulary shard, inside ``shard_map``.
 
   .. math::
-    i = \min\{\, i : \textstyle\sum_{j \le i} p_j > u \,\}, \quad u \sim U[0, 1)
+    b = \min\{\, b : \textstyle\sum_{c \le b} P_c > u \,\}, \quad
+    i = \min\{\, i \in b : \textstyle\sum_{j \in b,\, j \le i} p_j > u' P_b \,\}
 
-  The inverse-CDF draw across devices: the row maximum crosses by ``pmax``; each device sums
-  its 256-token blocks of ``exp(l - max)`` and an ``all_gather`` of those block sums lets every
-  device run the single-device scan over them, so the same key gives the same token as
-  :func:`jaxlogits.sample`. Only the device holding the chosen block scans it; a ``pmax`` of
-  its id (``-1`` elsewhere) hands the token to all. With ``exact=False`` only one total per
-  device and row is gathered (``D`` scalars per row), and a target within float32 rounding of a
-  token boundary may pick its neighbour.
+  The two-level inverse-CDF draw of :func:`jaxlogits.sample` across devices. The row maximum
+  crosses by ``pmax``; each device turns the masses of its 256-token blocks into exact
+  fixed-point integers, and an ``all_gather`` of one integer total per device gives every device
+  its exact prefix, so the block fractions are bitwise those of the single-device draw. Only the
+  device whose range holds the first uniform number scans its chosen block with the second; a
+  ``pmax`` of its id (``-1`` elsewhere) hands the token to all. The same key gives the same token
+  as :func:`jaxlogits.sample`.
 
   Args:
     key: a PRNG key, or one per row (see :func:`jaxlogits.sample`). A single key folds in the
       *local* row index: with the batch sharded too, pass per-row keys
       (``jaxlogits.sampling.row_keys(key, (B,))``, sharded like the batch).
-    logits: the local shard ``[..., Vl]`` of padded logits; ``Vl`` a multiple of 256 when
-      ``exact`` (see :func:`pad_vocab`).
+    logits: the local shard ``[..., Vl]`` of padded logits, ``Vl`` a multiple of 256 (see
+      :func:`pad_vocab`).
     axis_name: the vocabulary mesh axis.
-    vocab_size: the true vocabulary size ``V`` (at least 256 when ``exact``); padding ids are
-      never drawn.
-    exact: gather the block sums (bit-exact tokens) or only per-device totals.
+    vocab_size: the true vocabulary size ``V``; padding ids are never drawn.
 
   Returns:
     ``int32[...]`` global token ids, replicated over the vocabulary axis; ``-1`` for a row with
@@ -650,7 +621,7 @@ def vocab_sharded_sample(key: Any, logits: Any, *, axis_name: Any, vocab_size: i
   logits = _check_static("vocab_sharded_sample", logits, vocab_size)
   keys = _sampling.row_keys(key, logits.shape[:-1])
   x = _local(logits, axis_name, vocab_size)
-  return _sample_impl(keys, x, axis_name, vocab_size, bool(exact))
+  return _sample_impl(keys, x, axis_name, vocab_size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -666,8 +637,8 @@ def _row(a):
 
 
 def vocab_sharded_sample_step(key: Any, logits: Any, params: _pipeline.SamplingParams, *,
-                              axis_name: Any, vocab_size: int, counts: Any = None,
-                              exact: bool = True) -> tuple[jax.Array, jax.Array]:
+                              axis_name: Any, vocab_size: int, counts: Any = None
+                              ) -> tuple[jax.Array, jax.Array]:
   r""":func:`jaxlogits.sample_step` on a vocabulary shard, inside ``shard_map``.
 
   .. math::
@@ -690,7 +661,6 @@ def vocab_sharded_sample_step(key: Any, logits: Any, params: _pipeline.SamplingP
     axis_name: the vocabulary mesh axis.
     vocab_size: the true vocabulary size ``V``.
     counts: optional local shard ``[B, Vl]`` of token counts, for the penalties.
-    exact: as for :func:`vocab_sharded_sample`.
 
   Returns:
     ``(tokens, processed)``: ``int32[B]`` global ids (replicated over the vocabulary axis) and
@@ -715,11 +685,10 @@ def vocab_sharded_sample_step(key: Any, logits: Any, params: _pipeline.SamplingP
   if counts is not None:
     counts = _pen._check_counts(counts, logits)
   keys = _sampling.row_keys(key, (b,))
-  return _step(keys, logits, params, counts, axis_name=axis_name, vocab_size=vocab_size,
-               exact=bool(exact))
+  return _step(keys, logits, params, counts, axis_name=axis_name, vocab_size=vocab_size)
 
 
-def _step(keys, logits, params, counts, *, axis_name, vocab_size, exact):
+def _step(keys, logits, params, counts, *, axis_name, vocab_size):
   dtype = logits.dtype
   x = _local(logits, axis_name, vocab_size)
   if counts is not None:
@@ -733,7 +702,7 @@ def _step(keys, logits, params, counts, *, axis_name, vocab_size, exact):
   x = nm.finish(_min_p_impl(nm.sanitize(x), _row(params.min_p), axis_name), dtype)
   x = nm.finish(_temperature_impl(nm.sanitize(x), _row(jnp.where(last, params.temperature, 1.0)),
                                   axis_name, dtype), dtype)
-  return _sample_impl(keys, nm.sanitize(x), axis_name, vocab_size, exact), x
+  return _sample_impl(keys, nm.sanitize(x), axis_name, vocab_size), x
 
 
 def _check_supported(params):
@@ -754,7 +723,7 @@ def _check_supported(params):
 
 
 def vocab_sharded_sampler(mesh: jax.sharding.Mesh, vocab_axis: str, *, vocab_size: int,
-                          batch_axis: str | None = None, exact: bool = True):
+                          batch_axis: str | None = None):
   r"""Builds a jitted sampling step whose logits are sharded over ``vocab_axis`` of ``mesh``.
 
   .. math::
@@ -773,7 +742,6 @@ def vocab_sharded_sampler(mesh: jax.sharding.Mesh, vocab_axis: str, *, vocab_siz
     vocab_axis: the mesh axis the vocabulary is split over.
     vocab_size: the true vocabulary size ``V``.
     batch_axis: optional mesh axis the batch is split over (data parallelism).
-    exact: as for :func:`vocab_sharded_sample`.
 
   Returns:
     ``step(key, logits, params, counts=None) -> (tokens, processed)``: ``int32[B]`` tokens
@@ -796,8 +764,7 @@ def vocab_sharded_sampler(mesh: jax.sharding.Mesh, vocab_axis: str, *, vocab_siz
   param_specs = _pipeline.SamplingParams(*([row_spec] * 14 + [P(batch_axis, None)] * 2))
 
   def body(keys, logits, params, counts):
-    return _step(keys, logits, params, counts, axis_name=vocab_axis, vocab_size=vocab_size,
-                 exact=exact)
+    return _step(keys, logits, params, counts, axis_name=vocab_axis, vocab_size=vocab_size)
 
   def make(with_counts):
     in_specs = (row_spec, logit_spec, param_specs, logit_spec if with_counts else None)

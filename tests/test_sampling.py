@@ -147,8 +147,44 @@ def test_never_draws_zero_probability_tokens_at_block_edges():
 def test_inverse_cdf_edge_uniforms():
   e = jnp.log(jnp.array([[0.0, 0.5, 0.0, 0.5]])).astype(jnp.float32)
   for u, want in [(0.0, 1), (0.4999, 1), (0.5, 3), (1.0 - 2**-24, 3), (1.0, 3)]:
-    got = sampling.inverse_cdf(e, jnp.array([u], jnp.float32), block=2)
-    assert int(got[0]) == want, (u, int(got[0]))
+    for u2 in (0.0, 0.5, 1.0 - 2**-24, 1.0):
+      got = sampling.inverse_cdf(e, jnp.array([u], jnp.float32), jnp.array([u2], jnp.float32),
+                                 block=2)
+      assert int(got[0]) == want, (u, u2, int(got[0]))
+
+
+def test_fixed_point_block_masses_are_exact_and_split_independent():
+  rng = np.random.default_rng(11)
+  nb = 501
+  sums = (rng.random((3, nb)) ** 8 * 256).astype(np.float32)
+  sums[0, :7] = [256.0, 0.0, 1e-30, 2.0**-37, 2.0**-38, 1.0, 3e-39]
+  sums[1] = 0.0
+  sums[1, 400] = 1.0
+  width, frac = sampling.limb_layout(nb)
+  hi, lo = jax.jit(sampling.to_limbs, static_argnums=(1, 2))(jnp.asarray(sums), width, frac)
+  q = np.asarray(hi).astype(object) * 2**width + np.asarray(lo).astype(object)
+  from fractions import Fraction
+  want = np.array([[int(Fraction(float(x)) * 2**frac) for x in row] for row in sums], object)
+  np.testing.assert_array_equal(q, want)
+  # prefix sums from one total per group of blocks (as a sharded draw adds them) are the same
+  # integers as the prefix sums over the whole row, so the fractions are bitwise equal
+  whole = sampling.normalize(sampling.exclusive_prefix(hi), sampling.exclusive_prefix(lo), width)
+  for groups in (2, 3, 8):
+    edges = np.linspace(0, nb, groups + 1).astype(int)
+    parts_hi = [sampling.exclusive_prefix(hi[:, a:b]) + jnp.sum(hi[:, :a], axis=-1, keepdims=True)
+                for a, b in zip(edges[:-1], edges[1:])]
+    parts_lo = [sampling.exclusive_prefix(lo[:, a:b]) + jnp.sum(lo[:, :a], axis=-1, keepdims=True)
+                for a, b in zip(edges[:-1], edges[1:])]
+    split = sampling.normalize(jnp.concatenate(parts_hi, -1), jnp.concatenate(parts_lo, -1),
+                               width)
+    np.testing.assert_array_equal(split[0], whole[0])
+    np.testing.assert_array_equal(split[1], whole[1])
+  tot = sampling.normalize(jnp.sum(hi, -1, keepdims=True), jnp.sum(lo, -1, keepdims=True), width)
+  f = np.asarray(sampling.fractions(*whole, *tot, width))
+  assert np.all(np.diff(f, axis=-1) >= 0) and np.all(f[:, 0] == 0) and np.all(f <= 1)
+  np.testing.assert_array_equal(sampling.fractions(*tot, *tot, width), 1.0)
+  exact = (np.cumsum(want, axis=-1) - want) / want.sum(axis=-1, keepdims=True)
+  np.testing.assert_allclose(f, exact.astype(float), rtol=0, atol=2**-23)
 
 
 def test_greedy_lowest_index_on_ties_and_nan():
