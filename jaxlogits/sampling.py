@@ -32,7 +32,7 @@ from jaxlogits import _numerics as nm
 
 __all__ = ["greedy", "sample"]
 
-BLOCK = 256
+BLOCK = nm.BLOCK
 
 
 def row_keys(key: Any, batch_shape: tuple[int, ...]) -> jax.Array:
@@ -71,67 +71,6 @@ def uniforms(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
   return u[:, 0].reshape(keys.shape), u[:, 1].reshape(keys.shape)
 
 
-# --------------------------------------------------------------------------------------------
-# fixed-point block masses (shared with the vocabulary-sharded draw)
-
-
-def limb_layout(num_blocks: int) -> tuple[int, int]:
-  """``(width, frac)`` of the fixed-point block masses of a row of ``num_blocks`` blocks.
-
-  A block mass ``s`` (a float32 sum of at most ``BLOCK`` weights, each at most 1) becomes the
-  integer ``q = floor(s * 2**frac)``, stored as ``hi * 2**width + lo`` with ``lo < 2**width``.
-  ``width`` leaves room to add up ``num_blocks`` low limbs in ``uint32`` without overflow, and
-  ``frac`` does the same for the high limbs, so every prefix sum is exact.
-  """
-  cbits = max(1, int(num_blocks).bit_length())  # num_blocks < 2**cbits
-  width, frac = 32 - cbits, 55 - 2 * cbits
-  if frac < 16:
-    raise ValueError(f"a row of {num_blocks} blocks of {BLOCK} is too long for the draw")
-  return width, frac
-
-
-def to_limbs(s: jax.Array, width: int, frac: int) -> tuple[jax.Array, jax.Array]:
-  """``floor(s * 2**frac)`` of float32 ``s >= 0`` as ``uint32`` limbs ``(hi, lo)``; exact (scaling
-  by a power of two, ``floor`` and taking a fraction are exact in floating point)."""
-  a = s * jnp.float32(2.0 ** (frac - width))
-  hi = jnp.floor(a)
-  lo = jnp.floor((a - hi) * jnp.float32(2.0**width))
-  return hi.astype(jnp.uint32), lo.astype(jnp.uint32)
-
-
-def normalize(hi: jax.Array, lo: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
-  """The same integer with ``lo < 2**width`` (carries moved into ``hi``)."""
-  return hi + (lo >> width), lo & jnp.uint32((1 << width) - 1)
-
-
-def exclusive_prefix(a: jax.Array) -> jax.Array:
-  """Exclusive prefix sums along the last axis (starting at 0)."""
-  inclusive = jnp.cumsum(a, axis=-1)
-  return jnp.concatenate([jnp.zeros_like(a[..., :1]), inclusive[..., :-1]], axis=-1)
-
-
-def fractions(hi: jax.Array, lo: jax.Array, total_hi: jax.Array, total_lo: jax.Array,
-              width: int) -> jax.Array:
-  """``x / total`` in float32 for normalised integers ``x <= total`` (``total > 0``).
-
-  Both are shifted right until ``total`` fits in 24 bits, so they convert to float32 exactly and
-  the quotient is rounded once: the result is monotone in ``x``, equal integers give equal
-  fractions, and ``total`` gives exactly 1.
-  """
-  bits = jnp.where(total_hi > 0, width + 32 - lax.clz(total_hi).astype(jnp.int32),
-                   32 - lax.clz(total_lo).astype(jnp.int32))
-  shift = jnp.maximum(bits - 24, 0)
-
-  def shifted(h, l):
-    big = shift >= width  # the low limb is shifted out entirely
-    from_hi = jnp.where(big, h >> jnp.clip(shift - width, 0, 31).astype(jnp.uint32),
-                        h << jnp.clip(width - shift, 0, 31).astype(jnp.uint32))
-    from_lo = jnp.where(big, jnp.uint32(0), l >> jnp.clip(shift, 0, 31).astype(jnp.uint32))
-    return (from_hi + from_lo).astype(jnp.float32)
-
-  return shifted(hi, lo) / shifted(total_hi, total_lo)
-
-
 def pick_in_block(chosen: jax.Array, u2: jax.Array) -> jax.Array:
   """Position in each row of block weights ``chosen`` ``[N, BLOCK]`` drawn by inverse CDF with
   the uniform ``u2`` ``[N]``; never a zero-weight position when the block has mass."""
@@ -162,12 +101,12 @@ def inverse_cdf(e: jax.Array, u: jax.Array, u2: jax.Array, block: int = BLOCK) -
   m = jnp.max(e, axis=-1, keepdims=True)
   wp, sums = block_weights(e, m, block)
   nb = sums.shape[-1]
-  width, frac = limb_layout(nb)
-  hi, lo = to_limbs(sums, width, frac)
-  ex_hi, ex_lo = normalize(exclusive_prefix(hi), exclusive_prefix(lo), width)
-  tot_hi, tot_lo = normalize(jnp.sum(hi, axis=-1, keepdims=True),
+  width, frac = nm.limb_layout(nb)
+  hi, lo = nm.to_limbs(sums, width, frac)
+  ex_hi, ex_lo = nm.normalize(nm.exclusive_prefix(hi), nm.exclusive_prefix(lo), width)
+  tot_hi, tot_lo = nm.normalize(jnp.sum(hi, axis=-1, keepdims=True),
                              jnp.sum(lo, axis=-1, keepdims=True), width)
-  starts = fractions(ex_hi, ex_lo, tot_hi, tot_lo, width)
+  starts = nm.fractions(ex_hi, ex_lo, tot_hi, tot_lo, width)
   b = jnp.clip(jnp.sum(starts <= u[:, None], axis=-1) - 1, 0, nb - 1)
   j = pick_in_block(jnp.take_along_axis(wp, b[:, None, None], axis=1)[:, 0, :], u2)
   return jnp.where(jnp.isfinite(m[:, 0]), b * block + j, -1).astype(jnp.int32)

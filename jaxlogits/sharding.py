@@ -20,9 +20,11 @@ Collectives per step (``B`` rows, ``D`` devices on the vocabulary axis):
 * the ``+inf`` rule: a ``pmax`` of one flag per row.
 * top_k (:func:`vocab_sharded_top_k`): an ``all_gather`` of each device's 64 largest keys per row;
   for ``k > 64`` the exact bit-pattern search instead, 32 ``psum`` of one count per row.
-* top_p (:func:`vocab_sharded_top_p`): a ``pmax`` (row maximum) and a ``psum`` (normaliser), an
-  ``all_gather`` of each device's 128 largest logits per row; when the nucleus reaches beyond
-  those 128 candidates, 32 ``psum`` of one partial mass per row.
+* top_p (:func:`vocab_sharded_top_p`): a ``pmax`` (row maximum), an integer ``psum`` of the
+  fixed-point normaliser (two ``uint32`` per row) and an ``all_gather`` of each device's 128
+  largest logits per row. When the nucleus reaches beyond those candidates: one integer ``psum``
+  of a fixed-point mass per search pass (at most 17) and an ``all_gather`` of each device's 64
+  largest logits inside the final bracket; in the rare fallback, 32 more ``psum`` of a mass.
 * min_p (:func:`vocab_sharded_min_p`): a ``pmax`` of the row maximum.
 * the draw (:func:`vocab_sharded_sample`): a ``pmax`` (row maximum), an ``all_gather`` of one
   fixed-point total (two ``uint32``) per device and row, and a ``pmax`` of the chosen id (``-1``
@@ -32,10 +34,11 @@ Exactness. top_k, min_p, temperature and the penalties are bit-for-bit the singl
 results (their rules are order comparisons and elementwise arithmetic). So is the draw: the
 per-block sums are identical because each device holds whole blocks, and the draw adds them up
 as exact fixed-point integers, whose sums do not depend on the order or the split; so the same
-keys give the same tokens. top_p reads a normaliser summed in a different order (partial sums
-per device, then a ``psum``): its mask is exact against the float64 reference like the
-single-device mask, and equal to it except for a row whose nucleus boundary lies within float32
-rounding of ``p``.
+keys give the same tokens. So is top_p: it runs the single-device search itself
+(``truncation._nucleus_key`` with the collective :class:`jaxlogits.truncation.RowOps` of
+:func:`_row_ops`), and every mass in it, on one device as here, is a fixed-point sum of block
+masses (:func:`jaxlogits._numerics.exact_sum`) whose per-device integer totals add up exactly;
+so every step sees the same numbers, even where ``p`` is a float32 step from the boundary.
 """
 
 from __future__ import annotations
@@ -168,23 +171,6 @@ def _keep_top(e, keep, axis_name):
   return keep | (k == _global_max_key(k, axis_name))
 
 
-def _bisect_threshold(keys, weights, target, axis_name):
-  """``_numerics.bisect_threshold`` over a sharded row: each pass ``psum``s one value per row."""
-  zero = jnp.zeros((), weights.dtype)
-  keys, weights = lax.optimization_barrier((keys, weights))
-
-  def body(i, y):
-    candidate = y | (jnp.uint32(1) << (jnp.uint32(31) - i.astype(jnp.uint32)))
-    above = jnp.sum(jnp.where(keys > candidate, weights, zero), axis=-1, keepdims=True)
-    above = lax.psum(above, axis_name)
-    return jnp.where(above >= target, candidate, y)
-
-  # The first pass outside the loop gives the carry the sharding type of the loop's result
-  # (varying over any mesh axis the rows are split over, as shard_map's loops require).
-  y = body(jnp.int32(0), jnp.zeros(keys.shape[:-1] + (1,), jnp.uint32))
-  return lax.fori_loop(1, 32, body, y)
-
-
 def _top_keys(keys, c):
   """The ``c`` largest int32 keys of each row (values only), without a full sort."""
   v = keys.shape[-1]
@@ -229,7 +215,8 @@ def _top_k_impl(x, k, axis_name, vocab_size, candidates=_trunc.TOP_K_CANDIDATES)
     def slow(_):
       ukeys = nm.ordered_key(x)  # padding is -inf: ordered_key(-inf) is the smallest in use
       ukeys = jnp.where(_ids(x, axis_name) < vocab_size, ukeys, jnp.uint32(0))
-      y = _bisect_threshold(ukeys, jnp.ones(x.shape, jnp.int32), kk, axis_name)
+      y = nm.bisect_threshold(ukeys, jnp.ones(x.shape, jnp.int32), kk,
+                              lambda w: lax.psum(jnp.sum(w, axis=-1, keepdims=True), axis_name))
       return jnp.where(slow_rows, ukeys > y, keep_fast)
 
     keep = _trunc._cond(jnp.any(slow_rows), slow, lambda _: keep_fast, None)
@@ -279,34 +266,23 @@ def vocab_sharded_top_k(logits: Any, k: Any, *, axis_name: Any, vocab_size: int)
   return nm.finish(_top_k_impl(x, k, axis_name, vocab_size), logits.dtype)
 
 
-def _nucleus_mask(e, p, axis_name, vocab_size, candidates=_trunc.TOP_P_CANDIDATES):
-  """``truncation._nucleus_mask`` over a sharded row (same fast path, same fallback)."""
-  m = _global_max(e, axis_name)
-  shift = jnp.where(jnp.isfinite(m), m, 0.0)
-  log_z = jnp.log(lax.psum(jnp.sum(jnp.exp(e - shift), axis=-1, keepdims=True), axis_name))
-  c = min(vocab_size, candidates)
-  top = _gather_top(nm.signed_key(e), c, axis_name)  # padding is -inf, below every real key
-  vals = lax.bitcast_convert_type(_key_to_float(top), jnp.float32)
-  pv = jnp.exp((vals - shift) - log_z)
-  exclusive = jnp.cumsum(pv, axis=-1) - pv
-  idx = jnp.arange(c)
-  new_group = jnp.concatenate(
-      [jnp.ones(vals.shape[:-1] + (1,), bool), vals[..., 1:] != vals[..., :-1]], axis=-1)
-  start = lax.cummax(jnp.where(new_group, idx, 0), axis=vals.ndim - 1)
-  above = jnp.take_along_axis(exclusive, start, axis=-1)
-  n_ok = jnp.sum(above < p, axis=-1, keepdims=True)
-  thr = jnp.take_along_axis(vals, jnp.maximum(n_ok - 1, 0), axis=-1)
-  fits = ((n_ok < c) | (c == vocab_size)) & ~nm.in_denormal_band(thr)
-  keep_fast = nm.signed_key(e) >= nm.signed_key(thr)
+def _row_ops(axis_name, vocab_size):
+  """The top-p search's view of a sharded row (``truncation.RowOps``): fixed-point sums whose
+  per-device integer totals are ``psum``med (exact, so equal to the one-device sums), and the
+  global largest values from each device's own."""
+  def top(x, c):
+    return lax.bitcast_convert_type(_key_to_float(_gather_top(nm.signed_key(x), c, axis_name)),
+                                    jnp.float32)
 
-  def slow(_):
-    keys = nm.ordered_key(e)
-    probs = jnp.exp((e - shift) - log_z)
-    y = _bisect_threshold(keys, probs, p, axis_name)
-    keep = _keep_top(e, keys > y, axis_name)
-    return jnp.where(fits, keep_fast, keep)
+  return _trunc.RowOps(
+      vocab_size, lambda w: nm.exact_sum(w, vocab_size, lambda a: lax.psum(a, axis_name)), top)
 
-  return _trunc._cond(jnp.any(~fits), slow, lambda _: keep_fast, None)
+
+def _nucleus_mask(e, p, axis_name, vocab_size):
+  """``truncation._nucleus_key`` over a sharded row: the same steps on the same numbers."""
+  thr = _trunc._nucleus_key(e, _global_max(e, axis_name), p, _trunc.TOP_P_CANDIDATES,
+                            _trunc.NUCLEUS_PASSES, _row_ops(axis_name, vocab_size))
+  return nm.ordered_key(e) >= thr
 
 
 def _key_to_float(signed):
@@ -330,13 +306,12 @@ def vocab_sharded_top_p(logits: Any, p: Any, *, axis_name: Any, vocab_size: int)
   .. math::
     \text{keep } i \iff \sum_{j:\, p_j > p_i} p_j < p
 
-  The row maximum crosses devices by ``pmax`` and the normaliser by ``psum`` (one scalar per
-  row each); an ``all_gather`` of each device's 128 largest logits (``128 D`` per row) gives the
-  global candidates, on which the same cumulative sum as the single-device path runs. When the
-  nucleus reaches beyond the candidates, the exact 32-pass search runs with a ``psum`` of one
-  partial mass per row per pass. Exact against the float64 contract; equal to the single-device
-  mask except where the boundary is within float32 rounding of ``p`` (the normaliser is summed
-  in another order).
+  The single-device search on a split row, with the same mask. The row maximum crosses devices
+  by ``pmax``; an ``all_gather`` of each device's 128 largest logits (``128 D`` per row) gives
+  the global candidates. Every mass (the normaliser, each pass of the nucleus search beyond the
+  candidates, the bisection fallback) is a fixed-point sum whose per-device integer totals are
+  ``psum``med: exact, so bitwise the single-device value. The search reads the tokens left in
+  its final bracket with an ``all_gather`` of each device's 64 largest.
 
   Args:
     logits: the local shard ``[..., Vl]`` of padded logits.
@@ -539,24 +514,24 @@ def _draw(e, u, u2, axis_name, vocab_size):
     raise ValueError(f"the sharded draw needs a shard size that is a multiple of {BLOCK} "
                      f"(got {vl}); pad the logits with pad_vocab")
   nbl = vl // BLOCK
-  width, frac = _sampling.limb_layout(-(-vocab_size // BLOCK))  # as for the unpadded row
+  width, frac = nm.limb_layout(-(-vocab_size // BLOCK))  # as for the unpadded row
   me = lax.axis_index(axis_name)
   m = _global_max(e, axis_name)
   wp, sums = _sampling.block_weights(e, m, BLOCK)
-  hi, lo = _sampling.to_limbs(sums, width, frac)
+  hi, lo = nm.to_limbs(sums, width, frac)
   # one (hi, lo) total per device and row: the only numbers that cross devices besides the max
   totals = lax.all_gather(jnp.stack([jnp.sum(hi, axis=-1), jnp.sum(lo, axis=-1)], -1),
                           axis_name, axis=1, tiled=False)  # [N, D, 2]
   before = jnp.sum(jnp.where((jnp.arange(totals.shape[1]) < me)[None, :, None], totals, 0),
                    axis=1)
-  tot_hi, tot_lo = _sampling.normalize(*(jnp.sum(totals, axis=1)[:, i:i + 1] for i in (0, 1)),
+  tot_hi, tot_lo = nm.normalize(*(jnp.sum(totals, axis=1)[:, i:i + 1] for i in (0, 1)),
                                        width)
-  starts = _sampling.fractions(
-      *_sampling.normalize(before[:, :1] + _sampling.exclusive_prefix(hi),
-                           before[:, 1:] + _sampling.exclusive_prefix(lo), width),
+  starts = nm.fractions(
+      *nm.normalize(before[:, :1] + nm.exclusive_prefix(hi),
+                           before[:, 1:] + nm.exclusive_prefix(lo), width),
       tot_hi, tot_lo, width)
-  end = _sampling.fractions(
-      *_sampling.normalize(before[:, :1] + jnp.sum(hi, axis=-1, keepdims=True),
+  end = nm.fractions(
+      *nm.normalize(before[:, :1] + jnp.sum(hi, axis=-1, keepdims=True),
                            before[:, 1:] + jnp.sum(lo, axis=-1, keepdims=True), width),
       tot_hi, tot_lo, width)
   mine = (starts[:, 0] <= u) & (u < end[:, 0])

@@ -11,7 +11,8 @@ exact search over float32 bit patterns (32 masked reductions; see ``_numerics.bi
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -149,6 +150,26 @@ def top_k(logits: Any, k: Any) -> jax.Array:
 # top_p
 
 
+class RowOps(NamedTuple):
+  """How the top-p search reads a row: on one device, or split over devices
+  (:mod:`jaxlogits.sharding` passes collective versions). Both sum masses in fixed point
+  (``_numerics.exact_sum``), so a split row takes the very same steps and finds the same
+  threshold.
+
+  Attributes:
+    vocab_size: the row's true length ``V``.
+    row_sum: ``w [N, Vl] -> [N, 1]``, the exact sum of the whole row's weights (each <= 1).
+    top: ``(x [N, Vl], c) -> [N, c]``, the ``c`` largest values of the whole row, descending.
+  """
+  vocab_size: int
+  row_sum: Callable
+  top: Callable
+
+
+def _one_device(v: int) -> RowOps:
+  return RowOps(v, lambda w: nm.exact_sum(w, v), lambda x, c: nm.top_values(x, c)[0])
+
+
 def _mass_above(vals: jax.Array, w: jax.Array, base: jax.Array) -> jax.Array:
   """Mass strictly above each of ``vals`` (descending, ties adjacent) given their weights ``w``.
 
@@ -170,7 +191,7 @@ def _crossing(vals: jax.Array, ok: jax.Array) -> tuple[jax.Array, jax.Array]:
   return n_ok, jnp.take_along_axis(vals, jnp.maximum(n_ok - 1, 0), axis=-1)
 
 
-def _nucleus_search(e, keys, shift, log_z, p, hi, w_hi, passes, extract):
+def _nucleus_search(e, keys, shift, log_z, p, hi, w_hi, passes, extract, ops):
   """Top-p threshold for rows whose nucleus is larger than the candidate list.
 
   A bracket ``lo < threshold <= hi`` on values with known masses ``W(lo) >= p > W(hi)``
@@ -181,13 +202,13 @@ def _nucleus_search(e, keys, shift, log_z, p, hi, w_hi, passes, extract):
   among them as in the candidate path. The starting ``lo`` uses the bound that the tokens below
   ``t`` carry at most ``V exp(t - shift - log_z)``. Returns ``(ok, thr)``; a row is not ``ok``
   when the bracket could not be closed or held too many tokens, and the caller falls back to the
-  exact bisection for it.
+  exact bisection for it. ``ops`` reads the row (see :class:`RowOps`).
   """
-  v = e.shape[-1]
+  v = ops.vocab_size
   probs = lambda t: jnp.exp((t - shift) - log_z)
 
   def mass_above(t):
-    return jnp.sum(jnp.where(keys > nm.ordered_key(t), probs(e), 0.0), axis=-1, keepdims=True)
+    return ops.row_sum(jnp.where(keys > nm.ordered_key(t), probs(e), 0.0))
 
   lo = shift + log_z + jnp.log(jnp.maximum(1.0 - p, 0.0) / (2.0 * v))
   lo = jnp.where(jnp.isfinite(lo), jnp.minimum(lo, hi), hi)
@@ -220,12 +241,13 @@ def _nucleus_search(e, keys, shift, log_z, p, hi, w_hi, passes, extract):
     f_hi = jnp.where(below, jnp.where(last > 0, f_hi / 2, f_hi), w - p)
     lo, w_lo = jnp.where(below, t, lo), jnp.where(below, w, w_lo)
     hi, w_hi = jnp.where(below, hi, t), jnp.where(below, w_hi, w)
-    return i + 1, lo, w_lo, hi, w_hi, f_lo, f_hi, jnp.where(below, 1, -1)
+    return nm.same_varying((i + 1, lo, w_lo, hi, w_hi, f_lo, f_hi, jnp.where(below, 1, -1)))
 
-  state = (0, lo, w_lo, hi, w_hi, w_lo - p, w_hi - p, jnp.zeros_like(lo, jnp.int32))
+  state = nm.same_varying((jnp.int32(0), lo, w_lo, hi, w_hi, w_lo - p, w_hi - p,
+                           jnp.zeros_like(lo, jnp.int32)))
   _, lo, w_lo, hi, w_hi, _, _, _ = lax.while_loop(cond, body, state)
   inside = (keys > nm.ordered_key(lo)) & (keys <= nm.ordered_key(hi))
-  vals, _ = nm.top_values(jnp.where(inside, e, nm.NEG_INF), extract)
+  vals = ops.top(jnp.where(inside, e, nm.NEG_INF), extract)
   n_ok, thr_val = _crossing(vals, _mass_above(vals, probs(vals), w_hi) < p)
   thr = jnp.where(n_ok > 0, nm.ordered_key(thr_val), _after(nm.ordered_key(hi)))
   complete = (vals[..., -1:] == nm.NEG_INF) | (extract == v)
@@ -234,19 +256,26 @@ def _nucleus_search(e, keys, shift, log_z, p, hi, w_hi, passes, extract):
   return ok, thr
 
 
-def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int,
-                 passes: int) -> jax.Array:
-  """Threshold of top-p on effective logits ``e`` (row max ``m``): mass strictly above ``< p``."""
-  v = e.shape[-1]
+def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, passes: int,
+                 ops: RowOps | None = None) -> jax.Array:
+  """Threshold of top-p on effective logits ``e`` (row max ``m``): mass strictly above ``< p``.
+
+  ``ops`` reads the row (:class:`RowOps`; one device when None). Every mass is an exact
+  fixed-point sum, so a row split over devices gives the same threshold.
+  """
+  ops = _one_device(e.shape[-1]) if ops is None else ops
+  v = ops.vocab_size
   c = min(v, candidates)
-  vals, _ = nm.top_values(e, c)
+  vals = ops.top(e, c)
   shift = jnp.where(jnp.isfinite(m), m, 0.0)
-  # When every row has at most c finite logits (after a top-k, say) the candidates hold the
-  # whole distribution and the normaliser needs no pass over the row.
+  # A row with at most c finite logits (after a top-k, say) has its whole distribution in the
+  # candidates: its normaliser is summed over them, and when every row is like that there is no
+  # pass over the rows.
   sparse = (vals[..., -1:] == nm.NEG_INF) | (c == v)
+  from_candidates = jnp.log(jnp.sum(jnp.exp(vals - shift), axis=-1, keepdims=True))
   log_z = lax.cond(
-      jnp.all(sparse), lambda: jnp.log(jnp.sum(jnp.exp(vals - shift), axis=-1, keepdims=True)),
-      lambda: nm.log_normalizer(e, m)[1])
+      jnp.all(sparse), lambda: from_candidates,
+      lambda: jnp.where(sparse, from_candidates, jnp.log(ops.row_sum(jnp.exp(e - shift)))))
   above = _mass_above(vals, jnp.exp((vals - shift) - log_z), jnp.zeros_like(shift))
   n_ok, thr = _crossing(vals, above < p)
   fits = ((n_ok < c) | (c == v)) & ~nm.in_denormal_band(thr)
@@ -259,7 +288,7 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int,
     search = ~fits & (n_ok == c) & ~nm.in_denormal_band(vals[..., -1:])
     if passes > 0:
       ok, found = _nucleus_search(e, keys, shift, log_z, p, vals[..., -1:], above[..., -1:],
-                                  passes, min(v, NUCLEUS_EXTRACT))
+                                  passes, min(v, NUCLEUS_EXTRACT), ops)
       ok = search & ok
     else:
       ok, found = jnp.zeros_like(fits), fast
@@ -267,7 +296,7 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int,
 
     def bisect():
       probs = jnp.exp((e - shift) - log_z)
-      y = nm.bisect_threshold(keys, probs, p)
+      y = nm.bisect_threshold(keys, probs, p, ops.row_sum)
       return jnp.where(fits | ok, partial, jnp.minimum(_after(y), top))
 
     return lax.cond(jnp.any(~fits & ~ok), bisect, lambda: partial)

@@ -83,7 +83,7 @@ def test_the_search_decides_long_rows_without_bisection():
   above = truncation._mass_above(vals, jnp.exp((vals - shift) - log_z), jnp.zeros_like(shift))
   ok, _ = truncation._nucleus_search(e, nm.ordered_key(e), shift, log_z, p, vals[:, -1:],
                                      above[:, -1:], truncation.NUCLEUS_PASSES,
-                                     truncation.NUCLEUS_EXTRACT)
+                                     truncation.NUCLEUS_EXTRACT, truncation._one_device(20000))
   assert bool(jnp.all(ok))
 
 

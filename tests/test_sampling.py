@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxlogits as jl
-from jaxlogits import sampling
+from jaxlogits import _numerics, sampling
 from tests.stats import chi_squared_pvalue, softmax64
 
 N = 20000
@@ -154,36 +154,40 @@ def test_inverse_cdf_edge_uniforms():
 
 
 def test_fixed_point_block_masses_are_exact_and_split_independent():
+  from fractions import Fraction
+  nm = _numerics
   rng = np.random.default_rng(11)
   nb = 501
   sums = (rng.random((3, nb)) ** 8 * 256).astype(np.float32)
   sums[0, :7] = [256.0, 0.0, 1e-30, 2.0**-37, 2.0**-38, 1.0, 3e-39]
   sums[1] = 0.0
   sums[1, 400] = 1.0
-  width, frac = sampling.limb_layout(nb)
-  hi, lo = jax.jit(sampling.to_limbs, static_argnums=(1, 2))(jnp.asarray(sums), width, frac)
+  width, frac = nm.limb_layout(nb)
+  hi, lo = jax.jit(nm.to_limbs, static_argnums=(1, 2))(jnp.asarray(sums), width, frac)
   q = np.asarray(hi).astype(object) * 2**width + np.asarray(lo).astype(object)
-  from fractions import Fraction
   want = np.array([[int(Fraction(float(x)) * 2**frac) for x in row] for row in sums], object)
   np.testing.assert_array_equal(q, want)
-  # prefix sums from one total per group of blocks (as a sharded draw adds them) are the same
-  # integers as the prefix sums over the whole row, so the fractions are bitwise equal
-  whole = sampling.normalize(sampling.exclusive_prefix(hi), sampling.exclusive_prefix(lo), width)
+  total = want.sum(axis=-1, keepdims=True)
+  np.testing.assert_allclose(jax.jit(nm.exact_sum, static_argnums=1)(
+      jnp.asarray(np.repeat(sums / 256, 256, axis=-1)), nb * 256),
+                             (total / 2**frac).astype(float), rtol=2**-22)
+  # Prefix sums built from one total per group of blocks (as a device of a sharded row adds
+  # them) are the same integers as over the whole row, so the fractions are bitwise equal.
+  prefix = lambda a, before: nm.exclusive_prefix(a) + jnp.sum(before, axis=-1, keepdims=True)
+  whole = nm.normalize(nm.exclusive_prefix(hi), nm.exclusive_prefix(lo), width)
   for groups in (2, 3, 8):
     edges = np.linspace(0, nb, groups + 1).astype(int)
-    parts_hi = [sampling.exclusive_prefix(hi[:, a:b]) + jnp.sum(hi[:, :a], axis=-1, keepdims=True)
-                for a, b in zip(edges[:-1], edges[1:])]
-    parts_lo = [sampling.exclusive_prefix(lo[:, a:b]) + jnp.sum(lo[:, :a], axis=-1, keepdims=True)
-                for a, b in zip(edges[:-1], edges[1:])]
-    split = sampling.normalize(jnp.concatenate(parts_hi, -1), jnp.concatenate(parts_lo, -1),
-                               width)
+    spans = list(zip(edges[:-1], edges[1:]))
+    split = nm.normalize(jnp.concatenate([prefix(hi[:, a:b], hi[:, :a]) for a, b in spans], -1),
+                         jnp.concatenate([prefix(lo[:, a:b], lo[:, :a]) for a, b in spans], -1),
+                         width)
     np.testing.assert_array_equal(split[0], whole[0])
     np.testing.assert_array_equal(split[1], whole[1])
-  tot = sampling.normalize(jnp.sum(hi, -1, keepdims=True), jnp.sum(lo, -1, keepdims=True), width)
-  f = np.asarray(sampling.fractions(*whole, *tot, width))
+  tot = nm.normalize(jnp.sum(hi, -1, keepdims=True), jnp.sum(lo, -1, keepdims=True), width)
+  f = np.asarray(nm.fractions(*whole, *tot, width))
   assert np.all(np.diff(f, axis=-1) >= 0) and np.all(f[:, 0] == 0) and np.all(f <= 1)
-  np.testing.assert_array_equal(sampling.fractions(*tot, *tot, width), 1.0)
-  exact = (np.cumsum(want, axis=-1) - want) / want.sum(axis=-1, keepdims=True)
+  np.testing.assert_array_equal(nm.fractions(*tot, *tot, width), 1.0)
+  exact = (np.cumsum(want, axis=-1) - want) / total
   np.testing.assert_allclose(f, exact.astype(float), rtol=0, atol=2**-23)
 
 

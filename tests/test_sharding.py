@@ -21,7 +21,7 @@ from jaxlogits import sharding as sh
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SCRIPT = os.path.join(HERE, "_sharded_checks.py")
-CHECKS = ["vocab_transforms", "vocab_draw", "vocab_sample_step", "vocab_w2_shape",
+CHECKS = ["vocab_transforms", "top_p_knife_edges", "vocab_draw", "vocab_sample_step", "vocab_w2_shape",
           "batch_sharded_jit", "batch_shard_map", "pmap_and_vmap", "decode_data_parallel",
           "decode_vocab_sharded"]
 
