@@ -200,9 +200,16 @@ def process_logits(logits: Any, params: SamplingParams, *, counts: Any = None,
     Array([[-inf,   2.],
            [  1.,   2.]], dtype=float32)
   """
+  return _process(*_prepared("process_logits", logits, params, counts, tokens, length,
+                             num_generated, eos_token_id, allowed))
+
+
+def _prepared(name, logits, params, counts, tokens, length, num_generated, eos_token_id,
+              allowed):
+  """The checked and broadcast arguments of ``_process`` (raises on bad input)."""
   logits = _checks.check_logits(logits)
   if logits.ndim != 2:
-    raise ValueError(f"process_logits takes [B, V] logits, got shape {logits.shape}")
+    raise ValueError(f"{name} takes [B, V] logits, got shape {logits.shape}")
   b, v = logits.shape
   if params.temperature.shape != (b,):
     raise ValueError(f"params has {params.temperature.shape[0]} rows, logits has {b}")
@@ -226,11 +233,41 @@ def process_logits(logits: Any, params: SamplingParams, *, counts: Any = None,
       raise ValueError(f"eos_token_id must be an int, [E] or [{b}, E], got {eos_token_id.shape}")
   if num_generated is not None:
     num_generated = jnp.broadcast_to(jnp.asarray(num_generated, jnp.int32), (b,))
-  return _process(logits, params, counts, tokens, length, num_generated, eos_token_id, allowed)
+  return logits, params, counts, tokens, length, num_generated, eos_token_id, allowed
+
+
+def _rare(params):
+  """Per rule, whether each row uses one of the rarer rules (or temperature-last)."""
+  return jnp.stack([params.min_p > 0, ~(params.typical_p >= 1), params.epsilon_cutoff > 0,
+                    params.eta_cutoff > 0, params.top_n_sigma > 0, params.temperature_last])
 
 
 @jax.jit
 def _process(logits, params, counts, tokens, length, num_generated, eos_ids, allowed):
+  return _process_body(logits, params, counts, tokens, length, num_generated, eos_ids, allowed,
+                       rare=None)
+
+
+@jax.jit
+def _sample_step(keys, logits, params, counts, tokens, length, num_generated, eos_ids, allowed):
+  """``_process`` then the draw, as one program per case: with the rarer rules when some row
+  uses one, without them otherwise. A ``lax.cond`` that passes the logits through costs about a
+  copy of them on CPU and keeps the last mask from fusing into the draw's passes; this one sits
+  before any of the work, on values that are already in memory."""
+  def run(rare):
+    def step():
+      x = _process_body(logits, params, counts, tokens, length, num_generated, eos_ids, allowed,
+                        rare=rare)
+      return _sampling._sample(keys, x), x
+    return step
+
+  return lax.cond(jnp.any(_rare(params)), run(True), run(False))
+
+
+def _process_body(logits, params, counts, tokens, length, num_generated, eos_ids, allowed, *,
+                  rare):
+  """The standard order. ``rare``: apply the group of rarer rules (True), skip it (False), or
+  test at run time whether some row uses it (None)."""
   b, v = logits.shape
   x = logits
   # 1. masks, bias, EOS suppression
@@ -248,12 +285,16 @@ def _process(logits, params, counts, tokens, length, num_generated, eos_ids, all
     counts = _pen._token_counts(tokens, length, length, 0, vocab_size=v, has_length=True,
                                 has_start=False, has_pad=False)
   if counts is not None:
-    # Skipped (one cheap test) unless some row has a penalty: reading the counts costs a pass.
     penalised = ((params.repetition_penalty != 1) | (params.frequency_penalty != 0)
                  | (params.presence_penalty != 0))
-    x = _when(penalised, lambda x: _pen._count_penalties(
+    penalties = lambda x: _pen._count_penalties(
         x, counts, _row(params.repetition_penalty), _row(params.frequency_penalty),
-        _row(params.presence_penalty)), x)
+        _row(params.presence_penalty))
+    # With the test, no pass reads the counts unless some row has a penalty; without it, the
+    # penalties (exactly the identity at their identity values) fuse into the next pass, which
+    # costs less than a lax.cond that passes the logits through. sample_step's programs
+    # (rare is not None) take the second way.
+    x = _when(penalised, penalties, x) if rare is None else penalties(x)
   if tokens is not None:
     x = _pen._no_repeat_ngram(x, tokens, _row(params.no_repeat_ngram_size), length)
   # 3. temperature first, unless temperature_last
@@ -262,17 +303,30 @@ def _process(logits, params, counts, tokens, length, num_generated, eos_ids, all
   # 4. truncations, each seeing the survivors of the previous one
   x = _trunc._top_k(x, _row(params.top_k))  # its output is sanitized: NaN is gone from here on
   x = _trunc._top_p(x, _row(params.top_p))
-  # The rarer rules run only when some row uses them (one cheap test each).
-  for active, rule, param in [
-      (params.min_p > 0, _trunc._min_p, params.min_p),
-      (~(params.typical_p >= 1), _trunc._typical_p, params.typical_p),
-      (params.epsilon_cutoff > 0, _trunc._epsilon_cutoff_rule, params.epsilon_cutoff),
-      (params.eta_cutoff > 0, _trunc._eta_cutoff_rule, params.eta_cutoff),
-      (params.top_n_sigma > 0, _trunc._top_n_sigma_rule, params.top_n_sigma)]:
-    x = _when(active, lambda x, rule=rule, param=param: rule(x, _row(param)), x)
-  # 5. temperature last, where asked
+  # The rarer rules and temperature-last run only when some row uses them. Every lax.cond passes
+  # the logits through (on CPU that costs about a copy of them), so one test covers the group
+  # and each rule has its own test inside it.
+  active = _rare(params)
+  rules = [(_trunc._min_p, params.min_p), (_trunc._typical_p, params.typical_p),
+           (_trunc._epsilon_cutoff_rule, params.epsilon_cutoff),
+           (_trunc._eta_cutoff_rule, params.eta_cutoff),
+           (_trunc._top_n_sigma_rule, params.top_n_sigma)]
   t_last = _row(jnp.where(last, params.temperature, 1.0))
-  return _when(last, lambda x: _temp._temperature(x, t_last), x)
+
+  def rare_rules(x, tested):
+    # min_p (one max pass) and temperature-last (elementwise) cost less than a lax.cond that
+    # passes the logits through: in a program made for the group they run untested (a row at
+    # its identity value is left exactly as it is).
+    for i, (rule, param) in enumerate(rules):
+      step = lambda x, rule=rule, param=param: rule(x, _row(param))
+      x = _when(active[i], step, x) if tested or i > 0 else step(x)
+    # 5. temperature last, where asked
+    step = lambda x: _temp._temperature(x, t_last).astype(x.dtype)
+    return _when(last, step, x) if tested else step(x)
+
+  if rare is None:
+    return _when(active, lambda x: rare_rules(x, True), x)
+  return rare_rules(x, False) if rare else x
 
 
 def _when(active, step, x):
@@ -307,6 +361,10 @@ def sample_step(key: Any, logits: Any, params: SamplingParams, **context: Any
     >>> tokens
     Array([1, 0], dtype=int32)
   """
-  processed = process_logits(logits, params, **context)
-  keys = _sampling.row_keys(key, processed.shape[:-1])
-  return _sampling._sample(keys, processed), processed
+  args = _prepared("sample_step", logits, params, context.pop("counts", None),
+                   context.pop("tokens", None), context.pop("length", None),
+                   context.pop("num_generated", None), context.pop("eos_token_id", None),
+                   context.pop("allowed", None))
+  if context:
+    raise TypeError(f"sample_step got unexpected arguments {sorted(context)}")
+  return _sample_step(_sampling.row_keys(key, args[0].shape[:-1]), *args)
