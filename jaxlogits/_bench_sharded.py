@@ -56,7 +56,6 @@ import re  # noqa: E402
 import time  # noqa: E402
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):

@@ -19,13 +19,11 @@ vocabulary) is never drawn. A token of probability zero is never drawn.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from jaxlogits import _checks
 from jaxlogits import _numerics as nm

@@ -43,7 +43,6 @@ so every step sees the same numbers, even where ``p`` is a float32 step from the
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax

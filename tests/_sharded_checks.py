@@ -38,7 +38,6 @@ if _PROCESS:
 import jaxlogits as jl  # noqa: E402
 from jaxlogits import _numerics as nm  # noqa: E402
 from jaxlogits import decode  # noqa: E402
-from jaxlogits import sampling  # noqa: E402
 from jaxlogits import sharding as sh  # noqa: E402
 
 P = jax.sharding.PartitionSpec
