@@ -21,23 +21,22 @@ top_p 0.95 keeps about a third of the vocabulary and takes the nucleus search (`
 ``D`` devices; ``row = 4B`` bytes):
 
 * the ``+inf`` flag (top_p, min_p, draw): 3 all-reduces of ``row``;
-* top_p: all-reduces of the maximum (``row``) and of the fixed-point normaliser (``2 row``, two
-  ``uint32``), an all-gather of the local 128 candidates (``128 row``); then the search: one
-  fixed-point mass (``2 row``) at its starting point and one per pass, at most
-  ``NUCLEUS_PASSES`` (16) passes, and an all-gather of the 64 largest logits per device inside
-  the final bracket (``64 row``);
+* top_p: an all-reduce of the maximum (``row``); then one all-reduce of ``2 row`` (a fixed-point
+  mass, two ``uint32``) for each call of ``RowOps.row_sum`` (the normaliser, the search's start
+  and each of its passes, and the bisection's 32 passes if it runs) and one all-gather of
+  ``c row`` for each call of ``RowOps.top`` with ``c`` values (the 128 candidates, the 64
+  largest inside the final bracket). The calls are counted at run time on W2's rows
+  (:func:`top_p_calls`, one device, which makes the same calls as the sharded search);
 * min_p: 2 all-reduces of ``row`` (row maximum, largest key for keep-at-least-one);
 * draw: an all-reduce of the maximum (``row``), an all-gather of each device's fixed-point total
   (``2 row``), an all-reduce of the token (``row``);
 * the batch-level ``any`` predicates of ``lax.cond`` are computed from replicated values and
   cross nothing.
 
-``bytes_crossed_per_step`` is this count with the 16 passes of the cap (an upper bound for
-W2's path; a flat 128K row usually closes the bracket in about 10). ``hlo_bytes_per_pass``
-cross-checks the payload sizes against the compiled program: every ``all-reduce`` and
-``all-gather`` in the HLO counted once with the same convention, loop bodies once, including
-branches W2 does not take (top_k's candidate gather, the greedy argmax, the bisection fallback,
-whose 32 passes would add ``32 * 2 row`` all-reduced).
+``bytes_crossed_per_step`` is this count. ``hlo_bytes_per_pass`` cross-checks the payload sizes
+against the compiled program: every ``all-reduce`` and ``all-gather`` in the HLO counted once
+with the same convention, loop bodies once, including branches W2 does not take (top_k's
+candidate gather, the greedy argmax, the bisection fallback).
 """
 
 from __future__ import annotations
@@ -56,6 +55,7 @@ import re  # noqa: E402
 import time  # noqa: E402
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
@@ -67,6 +67,7 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
     pass
 
 import jaxlogits as jl  # noqa: E402
+from jaxlogits import _numerics as nm  # noqa: E402
 from jaxlogits import sharding as sh  # noqa: E402
 from jaxlogits import truncation  # noqa: E402
 
@@ -112,28 +113,51 @@ def hlo_collective_bytes(hlo: str, devices: int) -> dict:
           "total": reduce_bytes + gather_bytes}
 
 
-def formula_bytes(batch: int, vocab: int, devices: int) -> int:
-  """The count of the module docstring for W2, with the search's 16 passes (an upper bound)."""
-  del vocab  # only per-row scalars and O(k) candidates cross devices
+def top_p_calls(logits: np.ndarray, p: float) -> dict:
+  """How often W2's top-p reads the whole row: ``row_sum`` and ``top`` calls, counted at run time
+  (``jax.debug.callback``) on one device. The sharded top-p runs the same search on the same
+  numbers, so it makes the same calls, each one collective."""
+  calls = {"row_sum": 0, "top": []}
+  v = logits.shape[-1]
+
+  def row_sum(w):
+    jax.debug.callback(lambda: calls.__setitem__("row_sum", calls["row_sum"] + 1))
+    return nm.exact_sum(w, v)
+
+  def top(x, c):
+    jax.debug.callback(lambda: calls["top"].append(c))
+    return nm.top_values(x, c)[0]
+
+  ops = truncation.RowOps(v, row_sum, top)
+  e = jnp.asarray(logits)  # W2's temperature 1.0 leaves finite logits as they are
+  pp = jnp.full((e.shape[0], 1), p, jnp.float32)
+  jax.block_until_ready(jax.jit(lambda e, pp: truncation._nucleus_key(
+      e, nm.row_max(e), pp, truncation.TOP_P_CANDIDATES, truncation.NUCLEUS_PASSES, ops))(e, pp))
+  jax.effects_barrier()
+  return calls
+
+
+def formula_bytes(batch: int, devices: int, calls: dict) -> int:
+  """The count of the module docstring for W2, given :func:`top_p_calls`."""
   ar = lambda n: 2 * (devices - 1) * n // devices
   ag = lambda n: (devices - 1) * n
   row = 4 * batch
   inf_flags = 3 * ar(row)
-  top_p = (ar(row) + ar(2 * row) + ag(128 * row)
-           + (1 + truncation.NUCLEUS_PASSES) * ar(2 * row) + ag(truncation.NUCLEUS_EXTRACT * row))
+  top_p = ar(row) + calls["row_sum"] * ar(2 * row) + sum(ag(c * row) for c in calls["top"])
   min_p = 2 * ar(row)
   draw = ar(row) + ag(2 * row) + ar(row)
   return inf_flags + top_p + min_p + draw
 
 
-def run(repeats: int = 10) -> dict:
+def run(repeats: int = 10, batch: int = BATCH, vocab: int = VOCAB) -> dict:
+  """Times W2 on one device and vocab-sharded over 8, and counts the bytes (module docstring)."""
   devices = jax.devices()
   if len(devices) < DEVICES:
     raise RuntimeError(f"need {DEVICES} devices, got {len(devices)}: set XLA_FLAGS="
                        "--xla_force_host_platform_device_count=8 before JAX starts")
   rng = np.random.default_rng(0)
-  logits = (rng.standard_normal((BATCH, VOCAB)) * 2.0).astype(np.float32)
-  params = jl.SamplingParams.create(BATCH, temperature=1.0, top_p=0.95, min_p=0.05)
+  logits = (rng.standard_normal((batch, vocab)) * 2.0).astype(np.float32)
+  params = jl.SamplingParams.create(batch, temperature=1.0, top_p=0.95, min_p=0.05)
   key = jax.random.key(0)
 
   single_logits = jax.device_put(logits, devices[0])
@@ -144,7 +168,7 @@ def run(repeats: int = 10) -> dict:
 
   mesh = jax.make_mesh((DEVICES,), ("vocab",), (jax.sharding.AxisType.Auto,),
                        devices=devices[:DEVICES])
-  step = sh.vocab_sharded_sampler(mesh, "vocab", vocab_size=VOCAB)
+  step = sh.vocab_sharded_sampler(mesh, "vocab", vocab_size=vocab)
   padded = jax.device_put(sh.pad_vocab(logits, DEVICES),
                           jax.sharding.NamedSharding(mesh, jax.P(None, "vocab")))
   rep = jax.sharding.NamedSharding(mesh, jax.P())
@@ -156,10 +180,12 @@ def run(repeats: int = 10) -> dict:
   lowered = jax.jit(lambda k, l, p: step(k, l, p)[0]).lower(key, padded, params_r)
   hlo = lowered.compile().as_text()
   measured = hlo_collective_bytes(hlo, DEVICES)
-  full = (DEVICES - 1) * BATCH * VOCAB * 4 // DEVICES
-  return {"devices": DEVICES, "batch": BATCH, "vocab": VOCAB,
+  calls = top_p_calls(logits, 0.95)
+  full = (DEVICES - 1) * batch * vocab * 4 // DEVICES
+  return {"devices": DEVICES, "batch": batch, "vocab": vocab,
           "sharded_ms": round(sharded_ms, 3), "single_device_ms": round(single_ms, 3),
-          "bytes_crossed_per_step": formula_bytes(BATCH, VOCAB, DEVICES),
+          "bytes_crossed_per_step": formula_bytes(batch, DEVICES, calls),
+          "top_p_mass_sums": calls["row_sum"], "top_p_gathers": calls["top"],
           "bytes_full_gather": full, "hlo_bytes_per_pass": measured["total"],
           "tokens_equal": tokens_equal}
 
@@ -168,8 +194,10 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--json", action="store_true", help="print one JSON object")
   parser.add_argument("--repeats", type=int, default=10)
+  parser.add_argument("--batch", type=int, default=BATCH)
+  parser.add_argument("--vocab", type=int, default=VOCAB)
   args = parser.parse_args(argv)
-  result = run(args.repeats)
+  result = run(args.repeats, args.batch, args.vocab)
   if args.json:
     print(json.dumps(result))
   else:

@@ -82,6 +82,25 @@ def test_two_processes_agree_with_one():
   assert outs[0]["tokens"] == outs[1]["tokens"]
 
 
+def test_sharded_bench_counts_the_collectives_it_runs():
+  """The bench's sharded W2 (8 simulated devices, a smaller shape): the same tokens as one
+  device, and a byte count that follows the top-p calls made at run time."""
+  proc = subprocess.run([sys.executable, "-m", "jaxlogits._bench_sharded", "--json",
+                         "--repeats", "1", "--batch", "4", "--vocab", "20000"],
+                        capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  res = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert res["devices"] == 8 and res["tokens_equal"], res
+  # a flat row at top_p 0.95: the candidates, then the search (normaliser, start, passes) and
+  # the tokens of its final bracket
+  assert res["top_p_gathers"] == [128, 64] and 3 <= res["top_p_mass_sums"] <= 18, res
+  row, ar = 4 * 4, lambda n: 2 * 7 * n // 8
+  want = (3 * ar(row) + ar(row) + res["top_p_mass_sums"] * ar(2 * row) + 7 * 192 * row
+          + 2 * ar(row) + ar(row) + 7 * 2 * row + ar(row))
+  assert res["bytes_crossed_per_step"] == want
+  assert res["bytes_crossed_per_step"] < res["bytes_full_gather"] / 10
+
+
 # --------------------------------------------------------------------------------------------
 # single-device behaviour of the public helpers (a one-device mesh)
 
