@@ -284,6 +284,11 @@ def normalize(hi: jax.Array, lo: jax.Array, width: int) -> tuple[jax.Array, jax.
   return hi + (lo >> width), lo & jnp.uint32((1 << width) - 1)
 
 
+def limb_totals(hi: jax.Array, lo: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Per-row sums of limbs ``[..., n]`` (trailing axis kept; not normalised)."""
+  return jnp.sum(hi, axis=-1, keepdims=True), jnp.sum(lo, axis=-1, keepdims=True)
+
+
 def exclusive_prefix(a: jax.Array) -> jax.Array:
   """Exclusive prefix sums along the last axis (starting at 0)."""
   inclusive = jnp.cumsum(a, axis=-1)
@@ -312,12 +317,17 @@ def fractions(hi: jax.Array, lo: jax.Array, total_hi: jax.Array, total_lo: jax.A
   return shifted(hi, lo) / shifted(total_hi, total_lo)
 
 
+def blocks(w: jax.Array, block: int = BLOCK) -> jax.Array:
+  """``w`` ``[..., V]`` cut into ``[..., ceil(V / block), block]`` (zero-padded to whole blocks)."""
+  v = w.shape[-1]
+  nb = -(-v // block)
+  padded = jnp.pad(w, [(0, 0)] * (w.ndim - 1) + [(0, nb * block - v)])
+  return padded.reshape(w.shape[:-1] + (nb, block))
+
+
 def block_sums(w: jax.Array) -> jax.Array:
   """Sums of the ``BLOCK``-wide blocks of ``w`` ``[..., V]`` (zero-padded to whole blocks)."""
-  v = w.shape[-1]
-  nb = -(-v // BLOCK)
-  padded = jnp.pad(w, [(0, 0)] * (w.ndim - 1) + [(0, nb * BLOCK - v)])
-  return jnp.sum(padded.reshape(w.shape[:-1] + (nb, BLOCK)), axis=-1)
+  return jnp.sum(blocks(w), axis=-1)
 
 
 def exact_sum(w: jax.Array, vocab_size: int, combine: Callable | None = None) -> jax.Array:
@@ -331,8 +341,7 @@ def exact_sum(w: jax.Array, vocab_size: int, combine: Callable | None = None) ->
   rounding of the total).
   """
   width, frac = limb_layout(-(-vocab_size // BLOCK))
-  hi, lo = to_limbs(block_sums(w), width, frac)
-  hi, lo = jnp.sum(hi, axis=-1, keepdims=True), jnp.sum(lo, axis=-1, keepdims=True)
+  hi, lo = limb_totals(*to_limbs(block_sums(w), width, frac))
   if combine is not None:
     hi, lo = combine(hi), combine(lo)
   h, l = normalize(hi, lo, width)
@@ -345,6 +354,8 @@ TOP_BLOCK = 32
 
 def top_values(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
   """The ``k`` largest values of each row and their ids, like ``lax.top_k`` but faster on long rows.
+
+  ``x`` is float or integer (bit-pattern keys).
 
   Exact, with ``lax.top_k``'s order (largest first, equal values by lower id): the row is cut
   into blocks of ``TOP_BLOCK``; the ``k`` blocks with the largest maxima (ties by lower block)
@@ -363,10 +374,11 @@ def top_values(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     return pin_top_k(vals, ids)
   nb = -(-v // TOP_BLOCK)
   pad = [(0, 0)] * (x.ndim - 1) + [(0, nb * TOP_BLOCK - v)]
-  blocks = jnp.pad(x, pad, constant_values=-jnp.inf).reshape(x.shape[:-1] + (nb, TOP_BLOCK))
-  _, chosen = lax.top_k(jnp.max(blocks, axis=-1), k)
+  lowest = -jnp.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min
+  cut = jnp.pad(x, pad, constant_values=lowest).reshape(x.shape[:-1] + (nb, TOP_BLOCK))
+  _, chosen = lax.top_k(jnp.max(cut, axis=-1), k)
   chosen = jnp.sort(chosen, axis=-1)  # k block ids in id order, so ties keep lower ids first
-  cand = jnp.take_along_axis(blocks, chosen[..., None], axis=-2).reshape(x.shape[:-1] + (-1,))
+  cand = jnp.take_along_axis(cut, chosen[..., None], axis=-2).reshape(x.shape[:-1] + (-1,))
   vals, pos = lax.top_k(cand, k)
   ids = jnp.take_along_axis(chosen, pos // TOP_BLOCK, axis=-1) * TOP_BLOCK + pos % TOP_BLOCK
   return pin_top_k(vals, ids)

@@ -83,11 +83,31 @@ def pick_in_block(chosen: jax.Array, u2: jax.Array) -> jax.Array:
 def block_weights(e: jax.Array, m: jax.Array, block: int) -> tuple[jax.Array, jax.Array]:
   """``exp(e - m)`` of ``e`` ``[N, V]`` cut into blocks ``[N, V / block, block]`` (``V`` padded
   with zeros to whole blocks) and the float32 sum of each block."""
-  n, v = e.shape
-  w = jnp.exp(e - jnp.where(jnp.isfinite(m), m, 0.0))
-  nb = -(-v // block)
-  wp = jnp.pad(w, ((0, 0), (0, nb * block - v))).reshape(n, nb, block)
+  wp = nm.blocks(jnp.exp(e - jnp.where(jnp.isfinite(m), m, 0.0)), block)
   return wp, jnp.sum(wp, axis=-1)
+
+
+def choose(wp: jax.Array, hi: jax.Array, lo: jax.Array, u: jax.Array, u2: jax.Array, width: int,
+           before: tuple[jax.Array, jax.Array] | None = None,
+           total: tuple[jax.Array, jax.Array] | None = None
+           ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The two-level pick among blocks ``wp`` ``[N, nb, bs]`` with fixed-point masses ``hi``,
+  ``lo`` ``[N, nb]``: ``(b, j, inside)``, the block whose prefix fractions bracket ``u``, the
+  position in it that ``u2`` picks, and whether ``u`` falls in these blocks at all.
+
+  The blocks may be one device's part of a row: ``before`` is the fixed-point mass ahead of them
+  and ``total`` the row's (both ``(hi, lo)`` ``[N, 1]``); None for a whole row on one device.
+  """
+  own = nm.limb_totals(hi, lo)
+  before = (jnp.zeros_like(own[0]), jnp.zeros_like(own[1])) if before is None else before
+  tot = nm.normalize(*(own if total is None else total), width)
+  frac = lambda h, l: nm.fractions(*nm.normalize(before[0] + h, before[1] + l, width), *tot,
+                                   width)
+  starts = frac(nm.exclusive_prefix(hi), nm.exclusive_prefix(lo))
+  end = frac(*own)[:, 0]
+  b = jnp.clip(jnp.sum(starts <= u[:, None], axis=-1) - 1, 0, hi.shape[-1] - 1)
+  j = pick_in_block(jnp.take_along_axis(wp, b[:, None, None], axis=1)[:, 0, :], u2)
+  return b, j, (starts[:, 0] <= u) & (u < end)
 
 
 def inverse_cdf(e: jax.Array, u: jax.Array, u2: jax.Array, block: int = BLOCK) -> jax.Array:
@@ -98,15 +118,8 @@ def inverse_cdf(e: jax.Array, u: jax.Array, u2: jax.Array, block: int = BLOCK) -
   """
   m = jnp.max(e, axis=-1, keepdims=True)
   wp, sums = block_weights(e, m, block)
-  nb = sums.shape[-1]
-  width, frac = nm.limb_layout(nb)
-  hi, lo = nm.to_limbs(sums, width, frac)
-  ex_hi, ex_lo = nm.normalize(nm.exclusive_prefix(hi), nm.exclusive_prefix(lo), width)
-  tot_hi, tot_lo = nm.normalize(jnp.sum(hi, axis=-1, keepdims=True),
-                             jnp.sum(lo, axis=-1, keepdims=True), width)
-  starts = nm.fractions(ex_hi, ex_lo, tot_hi, tot_lo, width)
-  b = jnp.clip(jnp.sum(starts <= u[:, None], axis=-1) - 1, 0, nb - 1)
-  j = pick_in_block(jnp.take_along_axis(wp, b[:, None, None], axis=1)[:, 0, :], u2)
+  width, frac = nm.limb_layout(sums.shape[-1])
+  b, j, _ = choose(wp, *nm.to_limbs(sums, width, frac), u, u2, width)
   return jnp.where(jnp.isfinite(m[:, 0]), b * block + j, -1).astype(jnp.int32)
 
 
@@ -130,8 +143,9 @@ def sample(key: Any, logits: Any) -> jax.Array:
   where ``P_b`` is the mass of the ``b``-th block of 256 tokens: two uniform numbers per row, one
   for the block (from exact fixed-point prefix sums of the block masses, so a vocabulary split
   over devices draws the same token) and one for the token inside it; no per-token random
-  numbers, no sort (see the module docstring for the precision). NaN logits count as ``-inf``; a row with ``+inf`` entries draws uniformly among them; a
-  row with no finite logit gives ``-1``. A row's draw depends only on its logits and its key,
+  numbers, no sort (see the module docstring for the precision). NaN logits count as ``-inf``;
+  a row with ``+inf`` entries draws uniformly among them; a row with no finite logit gives
+  ``-1``. A row's draw depends only on its logits and its key,
   never on the other rows, the batch size or padding.
 
   Args:

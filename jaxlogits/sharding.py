@@ -170,23 +170,9 @@ def _keep_top(e, keep, axis_name):
   return keep | (k == _global_max_key(k, axis_name))
 
 
-def _top_keys(keys, c):
-  """The ``c`` largest int32 keys of each row (values only), without a full sort."""
-  v = keys.shape[-1]
-  if v < 4 * c * nm.TOP_BLOCK:
-    return nm.pin_top_k(*lax.top_k(keys, c))[0]
-  tb = nm.TOP_BLOCK
-  nb = -(-v // tb)
-  pad = [(0, 0)] * (keys.ndim - 1) + [(0, nb * tb - v)]
-  blocks = jnp.pad(keys, pad, constant_values=_INT_MIN).reshape(keys.shape[:-1] + (nb, tb))
-  _, chosen = lax.top_k(jnp.max(blocks, axis=-1), c)
-  cand = jnp.take_along_axis(blocks, chosen[..., None], axis=-2).reshape(keys.shape[:-1] + (-1,))
-  return nm.pin_top_k(*lax.top_k(cand, c))[0]
-
-
 def _gather_top(keys, c, axis_name):
   """The global ``c`` largest keys per row: each device contributes its own ``c`` largest."""
-  local = _top_keys(keys, min(c, keys.shape[-1]))
+  local = nm.top_values(keys, min(c, keys.shape[-1]))[0]
   every = lax.all_gather(local, axis_name, axis=keys.ndim - 1, tiled=True)
   return lax.top_k(every, c)[0]
 
@@ -508,35 +494,23 @@ def _draw(e, u, u2, axis_name, vocab_size):
   integers, so each device's prefix sums follow from one total per device: the block fractions,
   and so the tokens, are bitwise those of the single-device draw.
   """
-  n, vl = e.shape
+  vl = e.shape[-1]
   if vl % BLOCK:
     raise ValueError(f"the sharded draw needs a shard size that is a multiple of {BLOCK} "
                      f"(got {vl}); pad the logits with pad_vocab")
-  nbl = vl // BLOCK
   width, frac = nm.limb_layout(-(-vocab_size // BLOCK))  # as for the unpadded row
   me = lax.axis_index(axis_name)
   m = _global_max(e, axis_name)
   wp, sums = _sampling.block_weights(e, m, BLOCK)
   hi, lo = nm.to_limbs(sums, width, frac)
   # one (hi, lo) total per device and row: the only numbers that cross devices besides the max
-  totals = lax.all_gather(jnp.stack([jnp.sum(hi, axis=-1), jnp.sum(lo, axis=-1)], -1),
-                          axis_name, axis=1, tiled=False)  # [N, D, 2]
+  totals = lax.all_gather(jnp.concatenate(nm.limb_totals(hi, lo), -1), axis_name, axis=1,
+                          tiled=False)  # [N, D, 2]
   before = jnp.sum(jnp.where((jnp.arange(totals.shape[1]) < me)[None, :, None], totals, 0),
                    axis=1)
-  tot_hi, tot_lo = nm.normalize(*(jnp.sum(totals, axis=1)[:, i:i + 1] for i in (0, 1)),
-                                       width)
-  starts = nm.fractions(
-      *nm.normalize(before[:, :1] + nm.exclusive_prefix(hi),
-                           before[:, 1:] + nm.exclusive_prefix(lo), width),
-      tot_hi, tot_lo, width)
-  end = nm.fractions(
-      *nm.normalize(before[:, :1] + jnp.sum(hi, axis=-1, keepdims=True),
-                           before[:, 1:] + jnp.sum(lo, axis=-1, keepdims=True), width),
-      tot_hi, tot_lo, width)
-  mine = (starts[:, 0] <= u) & (u < end[:, 0])
-  local_b = jnp.clip(jnp.sum(starts <= u[:, None], axis=-1) - 1, 0, nbl - 1)
-  j = _sampling.pick_in_block(jnp.take_along_axis(wp, local_b[:, None, None], axis=1)[:, 0, :],
-                              u2)
+  total = jnp.sum(totals, axis=1)
+  local_b, j, mine = _sampling.choose(wp, hi, lo, u, u2, width, (before[:, :1], before[:, 1:]),
+                                      (total[:, :1], total[:, 1:]))
   token = jnp.where(mine, me * vl + local_b * BLOCK + j, -1)
   token = lax.pmax(token.astype(jnp.int32), axis_name)
   return jnp.where(jnp.isfinite(m[:, 0]), token, -1)
