@@ -22,11 +22,12 @@ top_p 0.95 keeps about a third of the vocabulary and takes the nucleus search (`
 
 * the ``+inf`` flag (top_p, min_p, draw): 3 all-reduces of ``row``;
 * top_p: an all-reduce of the maximum (``row``); then one all-reduce of ``2 row`` (a fixed-point
-  mass, two ``uint32``) for each call of ``RowOps.row_sum`` (the normaliser, the search's start
-  and each of its passes, and the bisection's 32 passes if it runs) and one all-gather of
-  ``c row`` for each call of ``RowOps.top`` with ``c`` values (the 128 candidates, the 64
-  largest inside the final bracket). The calls are counted at run time on W2's rows
-  (:func:`top_p_calls`, one device, which makes the same calls as the sharded search);
+  mass, two ``uint32``) for each call of ``RowOps.row_sum`` (the normaliser, each full pass of
+  the search, and the bisection's 32 passes if it runs) and for each call of ``RowOps.sub_sum``
+  (each pass of the search's estimate over the subsample), and one all-gather of ``c row`` for
+  each call of ``RowOps.top`` with ``c`` values (the 128 candidates, the 64 largest inside the
+  final bracket). The calls are counted at run time on W2's rows (:func:`top_p_calls`, one
+  device, which makes the same calls as the sharded search);
 * min_p: 2 all-reduces of ``row`` (row maximum, largest key for keep-at-least-one);
 * draw: an all-reduce of the maximum (``row``), an all-gather of each device's fixed-point total
   (``2 row``), an all-reduce of the token (``row``);
@@ -117,18 +118,23 @@ def top_p_calls(logits: np.ndarray, p: float) -> dict:
   """How often W2's top-p reads the whole row: ``row_sum`` and ``top`` calls, counted at run time
   (``jax.debug.callback``) on one device. The sharded top-p runs the same search on the same
   numbers, so it makes the same calls, each one collective."""
-  calls = {"row_sum": 0, "top": []}
+  calls = {"row_sum": 0, "sub_sum": 0, "top": []}
   v = logits.shape[-1]
+  count = lambda name: jax.debug.callback(lambda: calls.__setitem__(name, calls[name] + 1))
 
   def row_sum(w):
-    jax.debug.callback(lambda: calls.__setitem__("row_sum", calls["row_sum"] + 1))
+    count("row_sum")
     return nm.exact_sum(w, v)
+
+  def sub_sum(w):
+    count("sub_sum")
+    return nm.exact_sum(w, v, block=nm.BLOCK // truncation.SUBSAMPLE)
 
   def top(x, c):
     jax.debug.callback(lambda: calls["top"].append(c))
     return nm.top_values(x, c)[0]
 
-  ops = truncation.RowOps(v, row_sum, top)
+  ops = truncation.RowOps(v, row_sum, top, sub_sum)
   e = jnp.asarray(logits)  # W2's temperature 1.0 leaves finite logits as they are
   pp = jnp.full((e.shape[0], 1), p, jnp.float32)
   jax.block_until_ready(jax.jit(lambda e, pp: truncation._nucleus_key(
@@ -143,7 +149,8 @@ def formula_bytes(batch: int, devices: int, calls: dict) -> int:
   ag = lambda n: (devices - 1) * n
   row = 4 * batch
   inf_flags = 3 * ar(row)
-  top_p = ar(row) + calls["row_sum"] * ar(2 * row) + sum(ag(c * row) for c in calls["top"])
+  sums = calls["row_sum"] + calls["sub_sum"]
+  top_p = ar(row) + sums * ar(2 * row) + sum(ag(c * row) for c in calls["top"])
   min_p = 2 * ar(row)
   draw = ar(row) + ag(2 * row) + ar(row)
   return inf_flags + top_p + min_p + draw
@@ -185,7 +192,8 @@ def run(repeats: int = 10, batch: int = BATCH, vocab: int = VOCAB) -> dict:
   return {"devices": DEVICES, "batch": batch, "vocab": vocab,
           "sharded_ms": round(sharded_ms, 3), "single_device_ms": round(single_ms, 3),
           "bytes_crossed_per_step": formula_bytes(batch, DEVICES, calls),
-          "top_p_mass_sums": calls["row_sum"], "top_p_gathers": calls["top"],
+          "top_p_mass_sums": calls["row_sum"], "top_p_sample_sums": calls["sub_sum"],
+          "top_p_gathers": calls["top"],
           "bytes_full_gather": full, "hlo_bytes_per_pass": measured["total"],
           "tokens_equal": tokens_equal}
 

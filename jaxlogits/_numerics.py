@@ -325,23 +325,21 @@ def blocks(w: jax.Array, block: int = BLOCK) -> jax.Array:
   return padded.reshape(w.shape[:-1] + (nb, block))
 
 
-def block_sums(w: jax.Array) -> jax.Array:
-  """Sums of the ``BLOCK``-wide blocks of ``w`` ``[..., V]`` (zero-padded to whole blocks)."""
-  return jnp.sum(blocks(w), axis=-1)
-
-
-def exact_sum(w: jax.Array, vocab_size: int, combine: Callable | None = None) -> jax.Array:
+def exact_sum(w: jax.Array, vocab_size: int, combine: Callable | None = None,
+              block: int = BLOCK) -> jax.Array:
   """Sum of each row of weights ``w`` ``[..., V]`` (each at most 1) in fixed point, axis kept.
 
-  The weights are summed in float32 per block of ``BLOCK`` tokens and the block sums are added as
-  exact fixed-point integers, so the result does not depend on the order of addition: a row split
-  over devices at block boundaries gets the very same value when ``combine`` adds the per-device
-  integer totals (``lax.psum``). ``vocab_size``, the row's true length, fixes the layout. The
-  error is below ``V * 2**-37`` of the largest weight at ``V = 128K`` (far below float32
-  rounding of the total).
+  The weights are summed in float32 per block of ``block`` tokens and the block sums are added
+  as exact fixed-point integers, so the result does not depend on the order of addition: a row
+  split over devices at block boundaries gets the very same value when ``combine`` adds the
+  per-device integer totals (``lax.psum``). ``vocab_size``, the true length of the row whose
+  ``BLOCK``-wide blocks ``w`` stands for, fixes the layout: ``w`` is that row itself, or a
+  strided subsample of it with ``block = BLOCK / stride`` (one block per row block). The error
+  is below ``V * 2**-37`` of the largest weight at ``V = 128K`` (far below float32 rounding of
+  the total).
   """
   width, frac = limb_layout(-(-vocab_size // BLOCK))
-  hi, lo = limb_totals(*to_limbs(block_sums(w), width, frac))
+  hi, lo = limb_totals(*to_limbs(jnp.sum(blocks(w, block), axis=-1), width, frac))
   if combine is not None:
     hi, lo = combine(hi), combine(lo)
   h, l = normalize(hi, lo, width)

@@ -302,7 +302,14 @@ def _process_body(logits, params, counts, tokens, length, num_generated, eos_ids
   x = _temp._temperature(x, _row(jnp.where(last, 1.0, params.temperature)))
   # 4. truncations, each seeing the survivors of the previous one
   x = _trunc._top_k(x, _row(params.top_k))  # its output is sanitized: NaN is gone from here on
-  x = _trunc._top_p(x, _row(params.top_p))
+  top_p = _row(params.top_p)
+  if rare is not False:
+    # min_p comes next: where its cut lies inside the nucleus, top_p changes nothing and its
+    # search is skipped (two passes decide it; one cheap test skips them when no row has both).
+    both = (params.min_p > 0) & ~(params.top_p >= 1)
+    top_p = lax.cond(jnp.any(both), lambda: jnp.where(
+        _trunc._min_p_inside_top_p(x, top_p, _row(params.min_p)), 1.0, top_p), lambda: top_p)
+  x = _trunc._top_p(x, top_p)
   # The rarer rules and temperature-last run only when some row uses them. Every lax.cond passes
   # the logits through (on CPU that costs about a copy of them), so one test covers the group
   # and each rule has its own test inside it.

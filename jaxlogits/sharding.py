@@ -259,8 +259,10 @@ def _row_ops(axis_name, vocab_size):
     return lax.bitcast_convert_type(_key_to_float(_gather_top(nm.signed_key(x), c, axis_name)),
                                     jnp.float32)
 
+  psum = lambda a: lax.psum(a, axis_name)
   return _trunc.RowOps(
-      vocab_size, lambda w: nm.exact_sum(w, vocab_size, lambda a: lax.psum(a, axis_name)), top)
+      vocab_size, lambda w: nm.exact_sum(w, vocab_size, psum), top,
+      lambda w: nm.exact_sum(w, vocab_size, psum, block=BLOCK // _trunc.SUBSAMPLE))
 
 
 def _nucleus_mask(e, p, axis_name, vocab_size):

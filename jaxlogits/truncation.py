@@ -37,6 +37,10 @@ TOP_P_CANDIDATES = 128
 # The nucleus search: at most this many mass passes, then this many tokens read exactly.
 NUCLEUS_PASSES = 16
 NUCLEUS_EXTRACT = 64
+# The search's estimate reads every SUBSAMPLE-th token (a divisor of the 256-token block), with at
+# most SUB_PASSES passes over that subsample per estimate.
+SUBSAMPLE = 16
+SUB_PASSES = 12
 
 # Every rule below computes a per-row threshold on bit-pattern keys (``keep iff
 # ordered_key(e) >= thr``; 0 keeps everything) and then writes its output in one pass. Branches
@@ -160,14 +164,19 @@ class RowOps(NamedTuple):
     vocab_size: the row's true length ``V``.
     row_sum: ``w [N, Vl] -> [N, 1]``, the exact sum of the whole row's weights (each <= 1).
     top: ``(x [N, Vl], c) -> [N, c]``, the ``c`` largest values of the whole row, descending.
+    sub_sum: ``w [N, Vl / SUBSAMPLE] -> [N, 1]``, the exact sum of weights given on the row's
+      subsample ``x[..., ::SUBSAMPLE]`` (one sum per 256-token block of the row, like
+      ``row_sum``, so a split row gives the same value).
   """
   vocab_size: int
   row_sum: Callable
   top: Callable
+  sub_sum: Callable
 
 
 def _one_device(v: int) -> RowOps:
-  return RowOps(v, lambda w: nm.exact_sum(w, v), lambda x, c: nm.top_values(x, c)[0])
+  return RowOps(v, lambda w: nm.exact_sum(w, v), lambda x, c: nm.top_values(x, c)[0],
+                lambda w: nm.exact_sum(w, v, block=nm.BLOCK // SUBSAMPLE))
 
 
 def _mass_above(vals: jax.Array, w: jax.Array, base: jax.Array) -> jax.Array:
@@ -191,50 +200,44 @@ def _crossing(vals: jax.Array, ok: jax.Array) -> tuple[jax.Array, jax.Array]:
   return n_ok, jnp.take_along_axis(vals, jnp.maximum(n_ok - 1, 0), axis=-1)
 
 
-def _nucleus_search(e, keys, shift, log_z, p, hi, w_hi, passes, extract, ops):
-  """Top-p threshold for rows whose nucleus is larger than the candidate list.
+def _normal(t: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
+  """A probe point ``t`` in ``[lo, hi]`` moved out of the denormal band where the bracket allows.
 
-  A bracket ``lo < threshold <= hi`` on values with known masses ``W(lo) >= p > W(hi)``
-  (``W(t)``: probability of the tokens above ``t``) is narrowed by mass passes, each one masked
-  sum over the row, at points chosen by a secant step on the masses and offset by the expected
-  spacing of tokens there, until it should hold fewer than ``extract`` tokens. Those are then
-  read exactly (the ``extract`` largest values inside the bracket) and the threshold is found
-  among them as in the candidate path. The starting ``lo`` uses the bound that the tokens below
-  ``t`` carry at most ``V exp(t - shift - log_z)``. Returns ``(ok, thr)``; a row is not ``ok``
-  when the bracket could not be closed or held too many tokens, and the caller falls back to the
-  exact bisection for it. ``ops`` reads the row (see :class:`RowOps`).
+  Outside the band the float comparison ``x > t`` is exact even where the CPU flushes denormal
+  ``x`` to zero (``|x| < tiny <= |t|`` puts ``x`` on the side of 0). A point left in the band
+  (only when the whole bracket is there) ends as ``lo`` or ``hi``, which the caller rejects.
   """
-  v = ops.vocab_size
-  probs = lambda t: jnp.exp((t - shift) - log_z)
+  tiny = jnp.finfo(jnp.float32).tiny
+  t = jnp.clip(jnp.where(jnp.isnan(t), (lo + hi) / 2, t), lo, hi)
+  return jnp.where(nm.in_denormal_band(t), jnp.where(tiny <= hi, tiny, jnp.where(-tiny >= lo,
+                                                                                   -tiny, t)), t)
 
-  def mass_above(t):
-    return ops.row_sum(jnp.where(keys > nm.ordered_key(t), probs(e), 0.0))
 
-  lo = shift + log_z + jnp.log(jnp.maximum(1.0 - p, 0.0) / (2.0 * v))
-  lo = jnp.where(jnp.isfinite(lo), jnp.minimum(lo, hi), hi)
-  w_lo = mass_above(lo)
-  # If the bound failed (rounding), the bracket is empty and the row falls back.
-  valid = (w_lo >= p) & (lo < hi)
+def _regula_falsi(mass_above, unit, p, lo, w_lo, hi, w_hi, valid, passes, width):
+  """Narrows brackets ``lo < t* <= hi`` of the point where ``mass_above`` crosses ``p``
+  (``W(lo) >= p > W(hi)``; ``W`` non-increasing) until fewer than ``width`` tokens, each
+  carrying more than ``unit(lo)``, can lie inside, or ``passes`` evaluations were made.
 
+  Regula falsi with the Illinois rule (an end kept twice has its value halved), each point
+  pushed past the estimate by a quarter of ``width`` in expected token spacing, alternating
+  sides, so that both ends close in. Rows not ``valid`` are left as they are. Returns
+  ``(lo, w_lo, hi, w_hi)``.
+  """
   def done(lo, w_lo, w_hi):
-    # Tokens in (lo, hi] each carry more than probs(lo): fewer than (W(lo) - W(hi)) / probs(lo).
-    return (w_lo - w_hi) < (extract - 1) * probs(lo)
+    return (w_lo - w_hi) < (width - 1) * unit(lo)
 
   def cond(state):
     i, lo, w_lo, hi, w_hi, _, _, _ = state
     return (i < passes) & jnp.any(valid & ~done(lo, w_lo, w_hi))
 
   def body(state):
-    # Regula falsi with the Illinois rule (an end kept twice has its value halved), each point
-    # pushed past the estimate by a quarter of the extract size in expected token spacing,
-    # alternating sides, so that both ends close in.
     i, lo, w_lo, hi, w_hi, f_lo, f_hi, last = state
-    width = hi - lo
+    width_t = hi - lo
     t = (lo * f_hi - hi * f_lo) / jnp.where(f_hi == f_lo, -1.0, f_hi - f_lo)
-    density = (w_lo - w_hi) / jnp.maximum(width, 1e-30)
-    delta = (extract / 4) * probs(t) / jnp.maximum(density, 1e-30)
+    density = (w_lo - w_hi) / jnp.maximum(width_t, 1e-30)
+    delta = (width / 4) * unit(t) / jnp.maximum(density, 1e-30)
     t = t + jnp.where(i % 2 == 0, -delta, delta)
-    t = jnp.clip(t, lo + 1e-4 * width, hi - 1e-4 * width)
+    t = _normal(jnp.clip(t, lo + 1e-4 * width_t, hi - 1e-4 * width_t), lo, hi)
     w = mass_above(t)
     below = w >= p
     f_lo = jnp.where(below, w - p, jnp.where(last < 0, f_lo / 2, f_lo))
@@ -246,7 +249,88 @@ def _nucleus_search(e, keys, shift, log_z, p, hi, w_hi, passes, extract, ops):
   state = nm.same_varying((jnp.int32(0), lo, w_lo, hi, w_hi, w_lo - p, w_hi - p,
                            jnp.zeros_like(lo, jnp.int32)))
   _, lo, w_lo, hi, w_hi, _, _, _ = lax.while_loop(cond, body, state)
-  inside = (keys > nm.ordered_key(lo)) & (keys <= nm.ordered_key(hi))
+  return lo, w_lo, hi, w_hi
+
+
+def _nucleus_search(e, shift, log_z, p, hi, w_hi, rows, passes, extract, ops):
+  """Top-p threshold for rows whose nucleus is larger than the candidate list.
+
+  Every full pass over the row is one masked mass sum ``W(t)`` (the probability of the tokens
+  above ``t``), so the search spends as few as it can:
+
+  1. An estimate from the subsample ``e[..., ::SUBSAMPLE]``: the tokens below the candidates
+     (whose mass above ``hi`` is exact) are sampled, scaled to the known remaining mass, and a
+     regula falsi on the subsample finds where the estimate crosses ``p`` (cheap passes).
+  2. One full pass at that point ``t0`` measures the estimate's error; a second search on the
+     subsample moves by that error, a little beyond it, to ``t1``, and a second full pass
+     measures ``W(t1)``. Both points narrow the bracket ``lo < threshold <= hi`` with known
+     ``W(lo) >= p > W(hi)`` (``lo`` defaults to the bound that the tokens below ``t`` carry at
+     most ``V exp(t - shift - log_z)``, measured only when needed).
+  3. Regula falsi on full passes closes the bracket until it holds fewer than ``extract``
+     tokens, which are then read exactly (the ``extract`` largest values inside it) and the
+     threshold is found among them as in the candidate path.
+
+  The estimate only chooses where to look: every point is measured exactly before it narrows the
+  bracket. Returns ``(ok, thr)``; a row is not ``ok`` when the bracket could not be closed or
+  held too many tokens, and the caller falls back to the exact bisection for it. Only the
+  ``rows`` asked for are searched. ``ops`` reads the row (see :class:`RowOps`).
+  """
+  v = ops.vocab_size
+  probs = lambda t: jnp.exp((t - shift) - log_z)
+  inf = jnp.full_like(hi, jnp.inf)
+
+  def mass_above(t):  # t outside the denormal band (_normal), so the float comparison is exact
+    return ops.row_sum(jnp.where(e > t, probs(e), 0.0))
+
+  bound = shift + log_z + jnp.log(jnp.maximum(1.0 - p, 0.0) / (2.0 * v))
+  bound = _normal(jnp.where(jnp.isfinite(bound), jnp.minimum(bound, hi), hi), -inf, hi)
+
+  # 1. The estimate: W(t) ~ w_hi + (1 - w_hi) * (sampled mass in (t, hi]) / (sampled mass <= hi).
+  s = e[..., ::SUBSAMPLE]
+  ws = jnp.where(s <= hi, probs(s), 0.0)
+  ws_total = ops.sub_sum(ws)
+  scale = jnp.where(ws_total > 0, (1.0 - w_hi) / ws_total, 0.0)
+  estimate = lambda t: w_hi + scale * ops.sub_sum(jnp.where(s > t, ws, 0.0))
+  unit = lambda t: scale * probs(t)
+  est_bound = estimate(bound)
+  lo_s, wl_s, hi_s, wh_s = _regula_falsi(estimate, unit, p, bound, est_bound, hi, w_hi,
+                                         rows & (est_bound >= p) & (bound < hi), SUB_PASSES, 2)
+  secant = (lo_s * (wh_s - p) - hi_s * (wl_s - p)) / jnp.where(wh_s == wl_s, -1.0, wh_s - wl_s)
+  t0 = _normal(secant, bound, hi)
+  w0 = mass_above(t0)
+
+  # 2. Move by the measured error (in the estimate's terms) and a margin for the sampling noise
+  # of the mass in between, so that t1 lies on the other side of the threshold.
+  est0 = estimate(t0)
+  err = jnp.abs(w0 - p)
+  between = err / jnp.maximum(probs(t0), 1e-30) / SUBSAMPLE  # sampled tokens in between
+  margin = err * jnp.minimum(1.0, 3.0 / jnp.sqrt(jnp.maximum(between, 1.0))) + 2.0 * unit(t0)
+  up = w0 >= p  # t0 is below the threshold: look above it
+  target = jnp.where(up, est0 - err - margin, est0 + err + margin)
+  a, wa = jnp.where(up, t0, bound), jnp.where(up, est0, est_bound)
+  b, wb = jnp.where(up, hi, t0), jnp.where(up, w_hi, est0)
+  lo_2, _, hi_2, _ = _regula_falsi(estimate, unit, target, a, wa, b, wb,
+                                   rows & (wa >= target) & (target > wb) & (a < b), SUB_PASSES,
+                                   2)
+  t1 = _normal(jnp.where(up, hi_2, lo_2), bound, hi)
+  w1 = mass_above(t1)
+
+  # The bracket from the measured points; the bound is measured only for rows that need it.
+  lo0, lo1 = jnp.where(up, t0, -inf), jnp.where(w1 >= p, t1, -inf)
+  lo, w_lo = jnp.maximum(lo0, lo1), jnp.where(lo1 > lo0, w1, w0)
+  hi0, hi1 = jnp.where(up, inf, t0), jnp.where(w1 >= p, inf, t1)
+  hi_t, hi_w = jnp.minimum(hi0, hi1), jnp.where(hi1 < hi0, w1, w0)
+  hi, w_hi = jnp.where(hi_t < hi, hi_t, hi), jnp.where(hi_t < hi, hi_w, w_hi)
+  need = rows & (lo == -inf)
+  w_bound = lax.cond(jnp.any(need), lambda: mass_above(bound), lambda: jnp.zeros_like(w0))
+  lo, w_lo = jnp.where(need, bound, lo), jnp.where(need, w_bound, w_lo)
+  # If the bound failed (rounding), the bracket is empty and the row falls back.
+  valid = rows & (w_lo >= p) & (lo < hi)
+
+  # 3. Close the bracket on the full row, then read the tokens inside.
+  lo, w_lo, hi, w_hi = _regula_falsi(mass_above, probs, p, lo, w_lo, hi, w_hi, valid, passes,
+                                     extract)
+  inside = (e > lo) & (e <= hi)
   vals = ops.top(jnp.where(inside, e, nm.NEG_INF), extract)
   n_ok, thr_val = _crossing(vals, _mass_above(vals, probs(vals), w_hi) < p)
   thr = jnp.where(n_ok > 0, nm.ordered_key(thr_val), _after(nm.ordered_key(hi)))
@@ -283,20 +367,18 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
   fast = nm.ordered_key(thr)
 
   def slow():
-    keys = nm.ordered_key(e)
     top = nm.ordered_key(m)
     search = ~fits & (n_ok == c) & ~nm.in_denormal_band(vals[..., -1:])
     if passes > 0:
-      ok, found = _nucleus_search(e, keys, shift, log_z, p, vals[..., -1:], above[..., -1:],
+      ok, found = _nucleus_search(e, shift, log_z, p, vals[..., -1:], above[..., -1:], search,
                                   passes, min(v, NUCLEUS_EXTRACT), ops)
-      ok = search & ok
     else:
       ok, found = jnp.zeros_like(fits), fast
     partial = jnp.where(fits, fast, jnp.where(ok, jnp.minimum(found, top), top))
 
     def bisect():
       probs = jnp.exp((e - shift) - log_z)
-      y = nm.bisect_threshold(keys, probs, p, ops.row_sum)
+      y = nm.bisect_threshold(nm.ordered_key(e), probs, p, ops.row_sum)
       return jnp.where(fits | ok, partial, jnp.minimum(_after(y), top))
 
     return lax.cond(jnp.any(~fits & ~ok), bisect, lambda: partial)
@@ -389,6 +471,36 @@ def min_p(logits: Any, p: Any) -> jax.Array:
   logits = _checks.check_logits(logits)
   _checks.check_range("min_p", p, lo=0.0, hi=1.0)
   return _min_p(logits, _checks.row_param("min_p", p, logits.shape[:-1], jnp.float32))
+
+
+# Mass by which a row's min_p cut must stay inside its nucleus for top_p to be skipped: far above
+# the float32 error of either mass (a fixed-point sum of 256-token float32 block sums, each
+# within 2**-16 of its value relative, and the candidates' float32 prefix sums).
+MIN_P_INSIDE_MARGIN = 1e-4
+
+
+@jax.jit
+def _min_p_inside_top_p(logits, p, mp):
+  """``[..., 1]`` bool: rows whose min_p cut (``mp > 0``) keeps only tokens that top_p ``p``
+  keeps too, so that ``min_p(top_p(x))`` equals ``min_p(x)`` there.
+
+  min_p keeps ``x >= t`` with ``t = max + log mp``; top_p keeps every one of those tokens when
+  their whole mass is below ``p`` (the mass strictly above the smallest of them is at most
+  that). The test asks for a margin of ``MIN_P_INSIDE_MARGIN`` below ``p``, so both rules'
+  float32 rounding cannot turn it: where it holds, the full top_p would keep the same tokens.
+  Two passes (the normaliser and the mass above ``t``) instead of the nucleus search. Rows with
+  ``+inf``, no finite logit, or ``t`` or the maximum in the denormal band answer False.
+  """
+  x = nm.sanitize(logits)
+  m = jnp.max(x, axis=-1, keepdims=True)
+  t = m + jnp.log(jnp.clip(mp, jnp.finfo(jnp.float32).tiny, 1.0))
+  plain = ((mp > 0) & ~(p >= 1) & jnp.isfinite(m) & ~nm.in_denormal_band(m)
+           & ~nm.in_denormal_band(t))
+  w = jnp.exp(x - jnp.where(plain, m, 0.0))
+  v = x.shape[-1]
+  z = nm.exact_sum(w, v)
+  kept = nm.exact_sum(jnp.where(x >= t, w, 0.0), v)  # t is normal: the float comparison is exact
+  return plain & (kept < (p - MIN_P_INSIDE_MARGIN) * z)
 
 
 # --------------------------------------------------------------------------------------------

@@ -81,8 +81,8 @@ def test_the_search_decides_long_rows_without_bisection():
   shift, log_z = nm.log_normalizer(e)
   vals, _ = nm.top_values(e, 128)
   above = truncation._mass_above(vals, jnp.exp((vals - shift) - log_z), jnp.zeros_like(shift))
-  ok, _ = truncation._nucleus_search(e, nm.ordered_key(e), shift, log_z, p, vals[:, -1:],
-                                     above[:, -1:], truncation.NUCLEUS_PASSES,
+  ok, _ = truncation._nucleus_search(e, shift, log_z, p, vals[:, -1:], above[:, -1:],
+                                     jnp.ones((4, 1), bool), truncation.NUCLEUS_PASSES,
                                      truncation.NUCLEUS_EXTRACT, truncation._one_device(20000))
   assert bool(jnp.all(ok))
 
@@ -116,3 +116,62 @@ def test_min_p_key_threshold_matches_reference(data):
   hypothesis.assume(R.row_margins(R.min_p_margin, logits, p).min() >= MARGIN)
   got = truncation._min_p(jnp.asarray(logits), jnp.asarray(p, jnp.float32)[:, None])
   assert_same_masks_and_values(got, R.apply_rows(R.min_p_ref, logits, p), exact_values=True)
+
+
+# --------------------------------------------------------------------------------------------
+# the pipeline skips top_p where the min_p cut lies inside the nucleus
+
+
+def _pipeline_top_p_min_p(logits, p, mp):
+  from jaxlogits import pipeline
+  params = pipeline.SamplingParams.create(logits.shape[0], top_p=p, min_p=mp)
+  return pipeline.process_logits(jnp.asarray(logits), params)
+
+
+def _composed_top_p_min_p(logits, p, mp):
+  p32 = jnp.asarray(p, jnp.float32)[:, None]
+  return truncation._min_p(truncation._top_p(jnp.asarray(logits), p32),
+                           jnp.asarray(mp, jnp.float32)[:, None])
+
+
+@hypothesis.given(data=st.data())
+def test_min_p_inside_top_p_matches_the_full_path_on_adversarial_rows(data):
+  logits = data.draw(S.logit_batches(max_rows=3, max_size=200), label="logits")
+  n = logits.shape[0]
+  p = np.array([data.draw(S.top_ps()) for _ in range(n)], np.float32)
+  mp = np.array([data.draw(S.min_ps()) for _ in range(n)], np.float32)
+  # bitwise the same as top_p then min_p without the shortcut
+  np.testing.assert_array_equal(np.asarray(_pipeline_top_p_min_p(logits, p, mp)),
+                                np.asarray(_composed_top_p_min_p(logits, p, mp)))
+  hypothesis.assume(R.row_margins(R.top_p_margin, logits, p).min() >= MARGIN)
+  hypothesis.assume(R.row_margins(R.min_p_margin, logits, mp).min() >= MARGIN)
+  want = np.stack([R.min_p_ref(R.top_p_ref(row, pi), mi) for row, pi, mi in zip(logits, p, mp)])
+  assert_same_masks_and_values(_pipeline_top_p_min_p(logits, p, mp), want, exact_values=True)
+
+
+@pytest.mark.parametrize("scale", [0.5, 2.0, 6.0])
+def test_min_p_inside_top_p_on_long_rows_near_and_far_from_the_margin(scale):
+  rng = np.random.default_rng(int(scale * 10))
+  v = 30000
+  logits = (rng.normal(size=(6, v)) * scale).astype(np.float32)
+  logits[1, rng.integers(0, v, 3000)] = -np.inf
+  logits[2, :5000] = np.round(logits[2, :5000])  # ties
+  logits[3, 7] = np.nan
+  mp = np.full(6, 0.05, np.float32)
+  x = np.where(np.isnan(logits), -np.inf, logits).astype(np.float64)
+  w = np.exp(x - x.max(-1, keepdims=True))
+  kept_mass = np.sum(np.where(x >= x.max(-1, keepdims=True) + np.log(0.05), w, 0), -1) / w.sum(-1)
+  # rows 0-3: p well above the min_p cut's mass (the shortcut); row 4 just above it, inside the
+  # margin (the full search); row 5 below it (top_p cuts deeper than min_p)
+  p = np.minimum(kept_mass + 0.2, 0.999)
+  p[4] = kept_mass[4] + 5e-5
+  p[5] = kept_mass[5] * 0.5
+  p = p.astype(np.float32)
+  inside = np.asarray(truncation._min_p_inside_top_p(jnp.asarray(logits), jnp.asarray(p)[:, None],
+                                                     jnp.asarray(mp)[:, None]))[:, 0]
+  assert inside[:4].all() and not inside[4] and not inside[5]
+  got = _pipeline_top_p_min_p(logits, p, mp)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(_composed_top_p_min_p(logits, p, mp)))
+  want = np.stack([R.min_p_ref(R.top_p_ref(row, pi), mi)
+                   for row, pi, mi in zip(logits, p, mp)])
+  assert_same_masks_and_values(got, want, exact_values=True)
