@@ -92,6 +92,17 @@ def torch_block(out: Any) -> Any:
   return out
 
 
+# On Linux, XLA's CPU runtime takes each call's temporary buffers from malloc; glibc serves
+# requests above its mmap threshold (at most 32 MiB by default) and those of threads with their
+# own arena from fresh mappings, so every call pays a page fault on each 4 KiB it writes there:
+# about 1 ms per 4 MiB on the 2-core machine of the README. A program with several [B, V]
+# temporaries (W2 through the pipeline: about 63 MiB) pays that on every call. Running with
+HOST_MEMORY_NOTE = ("MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=1073741824 "
+                    "MALLOC_TRIM_THRESHOLD_=1073741824")
+# keeps freed memory in the one heap and reuses it, without faults. This is process-wide, so the
+# library leaves it to the user; the bench records which MALLOC_ variables were set.
+
+
 # --------------------------------------------------------------------------------------------
 # the workloads, three ways
 
@@ -309,7 +320,8 @@ def run(batch: int = 32, vocab: int = 128256, repeats: int = 15, peers: bool = T
   out: dict[str, Any] = dict(
       device=str(jax.devices()[0].device_kind), platform=jax.default_backend(),
       cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
-      jax=jax.__version__, repeats=repeats)
+      jax=jax.__version__, repeats=repeats,
+      malloc={k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")})
   out["workloads"] = workload_rows(batch, vocab, repeats, peers)
   out["scaling"] = scaling_rows(repeats, vocabs, batches) if scaling else []
   out["sharded"] = sharded_row() if sharded else None
@@ -332,7 +344,12 @@ def _fmt(x: float | None, spec: str = ".2f", suffix: str = "") -> str:
 def format_table(out: dict[str, Any]) -> str:
   """The results as a plain-text table."""
   lines = [f"jaxlogits bench on {out['platform']} ({out['device']}, {out['cores']} cores), "
-           f"jax {out['jax']}; medians of {out['repeats']} runs; ratios within this run", ""]
+           f"jax {out['jax']}; medians of {out['repeats']} runs; ratios within this run"]
+  if out.get("malloc"):
+    lines.append("host allocator: " + " ".join(f"{k}={v}" for k, v in out["malloc"].items()))
+  elif out["platform"] == "cpu":
+    lines.append("host allocator: glibc defaults (see HOST_MEMORY_NOTE in jaxlogits/bench.py)")
+  lines.append("")
   head = (f"{'workload':8s} {'B':>3s} {'V':>7s} {'floor ms':>9s} {'composed':>16s} "
           f"{'pipeline':>16s} {'common JAX':>18s} {'transformers':>18s}")
   lines += [head, "-" * len(head)]

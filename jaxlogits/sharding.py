@@ -262,7 +262,8 @@ def _row_ops(axis_name, vocab_size):
   psum = lambda a: lax.psum(a, axis_name)
   return _trunc.RowOps(
       vocab_size, lambda w: nm.exact_sum(w, vocab_size, psum), top,
-      lambda w: nm.exact_sum(w, vocab_size, psum, block=BLOCK // _trunc.SUBSAMPLE))
+      (lambda w: nm.exact_sum(w, vocab_size, psum, block=BLOCK // _trunc.SUBSAMPLE))
+      if _trunc.estimate_by_default() else None)
 
 
 def _nucleus_mask(e, p, axis_name, vocab_size):

@@ -166,7 +166,7 @@ class RowOps(NamedTuple):
     top: ``(x [N, Vl], c) -> [N, c]``, the ``c`` largest values of the whole row, descending.
     sub_sum: ``w [N, Vl / SUBSAMPLE] -> [N, 1]``, the exact sum of weights given on the row's
       subsample ``x[..., ::SUBSAMPLE]`` (one sum per 256-token block of the row, like
-      ``row_sum``, so a split row gives the same value).
+      ``row_sum``, so a split row gives the same value); None to search without the estimate.
   """
   vocab_size: int
   row_sum: Callable
@@ -174,9 +174,18 @@ class RowOps(NamedTuple):
   sub_sum: Callable
 
 
-def _one_device(v: int) -> RowOps:
+def estimate_by_default() -> bool:
+  """Whether the nucleus search starts from its subsample estimate: on CPU, where it saves full
+  passes; not on accelerators, where a pass costs little and each of the estimate's loop
+  iterations costs a round trip to the host (its ``while_loop`` predicate)."""
+  return jax.default_backend() == "cpu"
+
+
+def _one_device(v: int, estimate: bool | None = None) -> RowOps:
+  estimate = estimate_by_default() if estimate is None else estimate
+  sub_sum = lambda w: nm.exact_sum(w, v, block=nm.BLOCK // SUBSAMPLE)
   return RowOps(v, lambda w: nm.exact_sum(w, v), lambda x, c: nm.top_values(x, c)[0],
-                lambda w: nm.exact_sum(w, v, block=nm.BLOCK // SUBSAMPLE))
+                sub_sum if estimate else None)
 
 
 def _mass_above(vals: jax.Array, w: jax.Array, base: jax.Array) -> jax.Array:
@@ -258,7 +267,8 @@ def _nucleus_search(e, shift, log_z, p, hi, w_hi, rows, passes, extract, ops):
   Every full pass over the row is one masked mass sum ``W(t)`` (the probability of the tokens
   above ``t``), so the search spends as few as it can:
 
-  1. An estimate from the subsample ``e[..., ::SUBSAMPLE]``: the tokens below the candidates
+  1. An estimate from the subsample ``e[..., ::SUBSAMPLE]`` (skipped when ``ops.sub_sum`` is
+     None: step 3 then starts from ``lo`` at the bound below): the tokens below the candidates
      (whose mass above ``hi`` is exact) are sampled, scaled to the known remaining mass, and a
      regula falsi on the subsample finds where the estimate crosses ``p`` (cheap passes).
   2. One full pass at that point ``t0`` measures the estimate's error; a second search on the
@@ -284,7 +294,33 @@ def _nucleus_search(e, shift, log_z, p, hi, w_hi, rows, passes, extract, ops):
 
   bound = shift + log_z + jnp.log(jnp.maximum(1.0 - p, 0.0) / (2.0 * v))
   bound = _normal(jnp.where(jnp.isfinite(bound), jnp.minimum(bound, hi), hi), -inf, hi)
+  if ops.sub_sum is None:  # no estimate: the search starts from the bound
+    lo, w_lo = jnp.full_like(hi, -inf), jnp.zeros_like(w_hi)
+  else:
+    lo, w_lo, hi, w_hi = _estimated_bracket(e, probs, mass_above, bound, p, hi, w_hi, rows, ops)
+  need = rows & (lo == -inf)
+  w_bound = lax.cond(jnp.any(need), lambda: mass_above(bound), lambda: jnp.zeros_like(w_lo))
+  lo, w_lo = jnp.where(need, bound, lo), jnp.where(need, w_bound, w_lo)
+  # If the bound failed (rounding), the bracket is empty and the row falls back.
+  valid = rows & (w_lo >= p) & (lo < hi)
 
+  # 3. Close the bracket on the full row, then read the tokens inside.
+  lo, w_lo, hi, w_hi = _regula_falsi(mass_above, probs, p, lo, w_lo, hi, w_hi, valid, passes,
+                                     extract)
+  inside = (e > lo) & (e <= hi)
+  vals = ops.top(jnp.where(inside, e, nm.NEG_INF), extract)
+  n_ok, thr_val = _crossing(vals, _mass_above(vals, probs(vals), w_hi) < p)
+  thr = jnp.where(n_ok > 0, nm.ordered_key(thr_val), _after(nm.ordered_key(hi)))
+  complete = (vals[..., -1:] == nm.NEG_INF) | (extract == v)
+  ok = (valid & complete & ~nm.in_denormal_band(thr_val)
+        & ~nm.in_denormal_band(hi) & ~nm.in_denormal_band(lo))
+  return ok, thr
+
+
+def _estimated_bracket(e, probs, mass_above, bound, p, hi, w_hi, rows, ops):
+  """Steps 1 and 2 of ``_nucleus_search``: ``(lo, w_lo, hi, w_hi)`` from the two measured
+  points (``lo = -inf`` where neither lies below the threshold)."""
+  inf = jnp.full_like(hi, jnp.inf)
   # 1. The estimate: W(t) ~ w_hi + (1 - w_hi) * (sampled mass in (t, hi]) / (sampled mass <= hi).
   s = e[..., ::SUBSAMPLE]
   ws = jnp.where(s <= hi, probs(s), 0.0)
@@ -315,39 +351,24 @@ def _nucleus_search(e, shift, log_z, p, hi, w_hi, rows, passes, extract, ops):
   t1 = _normal(jnp.where(up, hi_2, lo_2), bound, hi)
   w1 = mass_above(t1)
 
-  # The bracket from the measured points; the bound is measured only for rows that need it.
+  # The bracket from the measured points.
   lo0, lo1 = jnp.where(up, t0, -inf), jnp.where(w1 >= p, t1, -inf)
   lo, w_lo = jnp.maximum(lo0, lo1), jnp.where(lo1 > lo0, w1, w0)
   hi0, hi1 = jnp.where(up, inf, t0), jnp.where(w1 >= p, inf, t1)
   hi_t, hi_w = jnp.minimum(hi0, hi1), jnp.where(hi1 < hi0, w1, w0)
   hi, w_hi = jnp.where(hi_t < hi, hi_t, hi), jnp.where(hi_t < hi, hi_w, w_hi)
-  need = rows & (lo == -inf)
-  w_bound = lax.cond(jnp.any(need), lambda: mass_above(bound), lambda: jnp.zeros_like(w0))
-  lo, w_lo = jnp.where(need, bound, lo), jnp.where(need, w_bound, w_lo)
-  # If the bound failed (rounding), the bracket is empty and the row falls back.
-  valid = rows & (w_lo >= p) & (lo < hi)
-
-  # 3. Close the bracket on the full row, then read the tokens inside.
-  lo, w_lo, hi, w_hi = _regula_falsi(mass_above, probs, p, lo, w_lo, hi, w_hi, valid, passes,
-                                     extract)
-  inside = (e > lo) & (e <= hi)
-  vals = ops.top(jnp.where(inside, e, nm.NEG_INF), extract)
-  n_ok, thr_val = _crossing(vals, _mass_above(vals, probs(vals), w_hi) < p)
-  thr = jnp.where(n_ok > 0, nm.ordered_key(thr_val), _after(nm.ordered_key(hi)))
-  complete = (vals[..., -1:] == nm.NEG_INF) | (extract == v)
-  ok = (valid & complete & ~nm.in_denormal_band(thr_val)
-        & ~nm.in_denormal_band(hi) & ~nm.in_denormal_band(lo))
-  return ok, thr
+  return lo, w_lo, hi, w_hi
 
 
 def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, passes: int,
-                 ops: RowOps | None = None) -> jax.Array:
+                 ops: RowOps | None = None, estimate: bool | None = None) -> jax.Array:
   """Threshold of top-p on effective logits ``e`` (row max ``m``): mass strictly above ``< p``.
 
-  ``ops`` reads the row (:class:`RowOps`; one device when None). Every mass is an exact
-  fixed-point sum, so a row split over devices gives the same threshold.
+  ``ops`` reads the row (:class:`RowOps`; one device when None, with the search's estimate as
+  ``estimate`` says, by default on CPU only). Every mass is an exact fixed-point sum, so a row
+  split over devices gives the same threshold.
   """
-  ops = _one_device(e.shape[-1]) if ops is None else ops
+  ops = _one_device(e.shape[-1], estimate) if ops is None else ops
   v = ops.vocab_size
   c = min(v, candidates)
   vals = ops.top(e, c)
@@ -386,12 +407,12 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
   return lax.cond(jnp.any(~fits), slow, lambda: fast)
 
 
-@functools.partial(jax.jit, static_argnames=("candidates", "passes"))
-def _top_p(logits, p, candidates=TOP_P_CANDIDATES, passes=NUCLEUS_PASSES):
+@functools.partial(jax.jit, static_argnames=("candidates", "passes", "estimate"))
+def _top_p(logits, p, candidates=TOP_P_CANDIDATES, passes=NUCLEUS_PASSES, estimate=None):
   x = logits.astype(jnp.float32)
   active = ~(p >= 1)
   thr, any_inf = nm.dispatch(x, lambda e, m: lax.cond(
-      jnp.any(active), lambda: _nucleus_key(e, m, p, candidates, passes),
+      jnp.any(active), lambda: _nucleus_key(e, m, p, candidates, passes, estimate=estimate),
       lambda: _keep_all(m)))
   return _write(x, any_inf, jnp.where(active, thr, 0), logits.dtype)
 

@@ -19,15 +19,18 @@ from tests import reference as R
 from tests import strategies as S
 from tests.compare import MARGIN, assert_same_masks_and_values
 
-# (candidates, passes): candidates only; search (few candidates); bisection only.
-TOP_P_PATHS = {"candidates": (truncation.TOP_P_CANDIDATES, truncation.NUCLEUS_PASSES),
-               "search": (2, truncation.NUCLEUS_PASSES), "bisection": (2, 0)}
+# (candidates, passes, estimate): candidates only; search (few candidates) with and without its
+# subsample estimate; bisection only.
+TOP_P_PATHS = {"candidates": (truncation.TOP_P_CANDIDATES, truncation.NUCLEUS_PASSES, None),
+               "search": (2, truncation.NUCLEUS_PASSES, True),
+               "search without estimate": (2, truncation.NUCLEUS_PASSES, False),
+               "bisection": (2, 0, None)}
 
 
 def _top_p(logits, p, path):
-  candidates, passes = TOP_P_PATHS[path]
+  candidates, passes, estimate = TOP_P_PATHS[path]
   return truncation._top_p(jnp.asarray(logits), jnp.asarray(p, jnp.float32)[:, None],
-                           candidates=candidates, passes=passes)
+                           candidates=candidates, passes=passes, estimate=estimate)
 
 
 @pytest.mark.parametrize("path", sorted(TOP_P_PATHS))
@@ -72,7 +75,8 @@ def test_top_k_then_top_p_on_a_blocked_row(k):
   assert_same_masks_and_values(got, R.apply_rows(R.top_p_ref, x, ps), exact_values=True)
 
 
-def test_the_search_decides_long_rows_without_bisection():
+@pytest.mark.parametrize("estimate", [True, False])
+def test_the_search_decides_long_rows_without_bisection(estimate):
   # The search must close its bracket on ordinary long rows (otherwise it only costs time).
   from jaxlogits import _numerics as nm
   rng = np.random.default_rng(0)
@@ -83,7 +87,8 @@ def test_the_search_decides_long_rows_without_bisection():
   above = truncation._mass_above(vals, jnp.exp((vals - shift) - log_z), jnp.zeros_like(shift))
   ok, _ = truncation._nucleus_search(e, shift, log_z, p, vals[:, -1:], above[:, -1:],
                                      jnp.ones((4, 1), bool), truncation.NUCLEUS_PASSES,
-                                     truncation.NUCLEUS_EXTRACT, truncation._one_device(20000))
+                                     truncation.NUCLEUS_EXTRACT,
+                                     truncation._one_device(20000, estimate))
   assert bool(jnp.all(ok))
 
 
