@@ -295,12 +295,9 @@ def _nucleus_search(e, shift, log_z, p, hi, w_hi, rows, passes, extract, ops):
   bound = shift + log_z + jnp.log(jnp.maximum(1.0 - p, 0.0) / (2.0 * v))
   bound = _normal(jnp.where(jnp.isfinite(bound), jnp.minimum(bound, hi), hi), -inf, hi)
   if ops.sub_sum is None:  # no estimate: the search starts from the bound
-    lo, w_lo = jnp.full_like(hi, -inf), jnp.zeros_like(w_hi)
+    lo, w_lo = bound, mass_above(bound)
   else:
     lo, w_lo, hi, w_hi = _estimated_bracket(e, probs, mass_above, bound, p, hi, w_hi, rows, ops)
-  need = rows & (lo == -inf)
-  w_bound = lax.cond(jnp.any(need), lambda: mass_above(bound), lambda: jnp.zeros_like(w_lo))
-  lo, w_lo = jnp.where(need, bound, lo), jnp.where(need, w_bound, w_lo)
   # If the bound failed (rounding), the bracket is empty and the row falls back.
   valid = rows & (w_lo >= p) & (lo < hi)
 
@@ -319,7 +316,8 @@ def _nucleus_search(e, shift, log_z, p, hi, w_hi, rows, passes, extract, ops):
 
 def _estimated_bracket(e, probs, mass_above, bound, p, hi, w_hi, rows, ops):
   """Steps 1 and 2 of ``_nucleus_search``: ``(lo, w_lo, hi, w_hi)`` from the two measured
-  points (``lo = -inf`` where neither lies below the threshold)."""
+  points, with ``lo`` at the bound (measured only then) where neither lies below the
+  threshold."""
   inf = jnp.full_like(hi, jnp.inf)
   # 1. The estimate: W(t) ~ w_hi + (1 - w_hi) * (sampled mass in (t, hi]) / (sampled mass <= hi).
   s = e[..., ::SUBSAMPLE]
@@ -357,7 +355,10 @@ def _estimated_bracket(e, probs, mass_above, bound, p, hi, w_hi, rows, ops):
   hi0, hi1 = jnp.where(up, inf, t0), jnp.where(w1 >= p, inf, t1)
   hi_t, hi_w = jnp.minimum(hi0, hi1), jnp.where(hi1 < hi0, w1, w0)
   hi, w_hi = jnp.where(hi_t < hi, hi_t, hi), jnp.where(hi_t < hi, hi_w, w_hi)
-  return lo, w_lo, hi, w_hi
+  need = rows & (lo == -inf)
+  # (Both branches return a mass: under shard_map they must vary over the same mesh axes.)
+  w_bound = lax.cond(jnp.any(need), lambda: mass_above(bound), lambda: jnp.zeros_like(w0))
+  return jnp.where(need, bound, lo), jnp.where(need, w_bound, w_lo), hi, w_hi
 
 
 def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, passes: int,
