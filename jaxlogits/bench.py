@@ -92,9 +92,9 @@ def torch_block(out: Any) -> Any:
   return out
 
 
-# On Linux, XLA's CPU runtime takes each call's temporary buffers from malloc; glibc serves
-# requests above its mmap threshold (at most 32 MiB by default) and those of threads with their
-# own arena from fresh mappings, so every call pays a page fault on each 4 KiB it writes there:
+# On Linux, XLA's CPU runtime takes each call's temporary buffers from malloc; glibc serves a
+# request above its mmap threshold (at most 32 MiB by default), or too large for the arena of the
+# thread that asks, from a fresh mapping, so every call pays a page fault on each 4 KiB it writes:
 # about 1 ms per 4 MiB on the 2-core machine of the README. A program with several [B, V]
 # temporaries (W2 through the pipeline: about 63 MiB) pays that on every call. Running with
 HOST_MEMORY_NOTE = ("MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=1073741824 "
