@@ -335,10 +335,8 @@ def vocab_sharded_top_p(logits: Any, p: Any, *, axis_name: Any, vocab_size: int)
 
 def _min_p_impl(x, p, axis_name):
   e = _effective(x, axis_name)
-  active = p > 0
-  log_p = jnp.log(jnp.where(active, jnp.minimum(p, 1.0), 1.0))
-  keep = _keep_top(e, e >= _global_max(e, axis_name) + log_p, axis_name)
-  return _masked(x, keep, active)
+  keep = _keep_top(e, e >= _trunc._min_p_cut(_global_max(e, axis_name), p), axis_name)
+  return _masked(x, keep, p > 0)
 
 
 def vocab_sharded_min_p(logits: Any, p: Any, *, axis_name: Any, vocab_size: int) -> jax.Array:

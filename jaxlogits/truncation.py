@@ -222,6 +222,12 @@ def _normal(t: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
                                                                                    -tiny, t)), t)
 
 
+def _secant(lo, f_lo, hi, f_hi):
+  """Where the line through ``(lo, f_lo)`` and ``(hi, f_hi)`` crosses zero (NaN-free when the
+  values are equal; callers clip the point into their bracket)."""
+  return (lo * f_hi - hi * f_lo) / jnp.where(f_hi == f_lo, -1.0, f_hi - f_lo)
+
+
 def _regula_falsi(mass_above, unit, p, lo, w_lo, hi, w_hi, valid, passes, width):
   """Narrows brackets ``lo < t* <= hi`` of the point where ``mass_above`` crosses ``p``
   (``W(lo) >= p > W(hi)``; ``W`` non-increasing) until fewer than ``width`` tokens, each
@@ -242,7 +248,7 @@ def _regula_falsi(mass_above, unit, p, lo, w_lo, hi, w_hi, valid, passes, width)
   def body(state):
     i, lo, w_lo, hi, w_hi, f_lo, f_hi, last = state
     width_t = hi - lo
-    t = (lo * f_hi - hi * f_lo) / jnp.where(f_hi == f_lo, -1.0, f_hi - f_lo)
+    t = _secant(lo, f_lo, hi, f_hi)
     density = (w_lo - w_hi) / jnp.maximum(width_t, 1e-30)
     delta = (width / 4) * unit(t) / jnp.maximum(density, 1e-30)
     t = t + jnp.where(i % 2 == 0, -delta, delta)
@@ -329,8 +335,7 @@ def _estimated_bracket(e, probs, mass_above, bound, p, hi, w_hi, rows, ops):
   est_bound = estimate(bound)
   lo_s, wl_s, hi_s, wh_s = _regula_falsi(estimate, unit, p, bound, est_bound, hi, w_hi,
                                          rows & (est_bound >= p) & (bound < hi), SUB_PASSES, 2)
-  secant = (lo_s * (wh_s - p) - hi_s * (wl_s - p)) / jnp.where(wh_s == wl_s, -1.0, wh_s - wl_s)
-  t0 = _normal(secant, bound, hi)
+  t0 = _normal(_secant(lo_s, wl_s - p, hi_s, wh_s - p), bound, hi)
   w0 = mass_above(t0)
 
   # 2. Move by the measured error (in the estimate's terms) and a margin for the sampling noise
@@ -454,15 +459,19 @@ def top_p(logits: Any, p: Any) -> jax.Array:
 # min_p
 
 
+def _min_p_cut(m: jax.Array, p: jax.Array) -> jax.Array:
+  """The smallest logit min_p keeps, ``m + log p``, for row maximum ``m`` (``m`` where
+  ``p <= 0``, a row min_p leaves unchanged)."""
+  return m + jnp.log(jnp.where(p > 0, jnp.minimum(p, 1.0), 1.0))
+
+
 @jax.jit
 def _min_p(logits, p):
   x = logits.astype(jnp.float32)
-  active = p > 0
-  log_p = jnp.log(jnp.where(active, jnp.minimum(p, 1.0), 1.0))
   # The top is always kept.
   thr, any_inf = nm.dispatch(
-      x, lambda e, m: jnp.minimum(nm.ordered_key(m + log_p), nm.ordered_key(m)))
-  return _write(x, any_inf, jnp.where(active, thr, 0), logits.dtype)
+      x, lambda e, m: jnp.minimum(nm.ordered_key(_min_p_cut(m, p)), nm.ordered_key(m)))
+  return _write(x, any_inf, jnp.where(p > 0, thr, 0), logits.dtype)
 
 
 def min_p(logits: Any, p: Any) -> jax.Array:
@@ -515,7 +524,7 @@ def _min_p_inside_top_p(logits, p, mp):
   """
   x = nm.sanitize(logits)
   m = jnp.max(x, axis=-1, keepdims=True)
-  t = m + jnp.log(jnp.clip(mp, jnp.finfo(jnp.float32).tiny, 1.0))
+  t = _min_p_cut(m, mp)
   plain = ((mp > 0) & ~(p >= 1) & jnp.isfinite(m) & ~nm.in_denormal_band(m)
            & ~nm.in_denormal_band(t))
   w = jnp.exp(x - jnp.where(plain, m, 0.0))
