@@ -23,6 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import lax
+import numpy as np
 
 __all__: list[str] = []
 
@@ -57,35 +58,48 @@ def with_inf_rule(x: jax.Array, any_inf: jax.Array) -> jax.Array:
   return jnp.where(any_inf, jnp.where(x == jnp.inf, 0.0, NEG_INF), x)
 
 
-def dispatch(x: jax.Array, fn: Callable, *, inf_rule: bool = True) -> tuple[Any, jax.Array]:
-  """Runs ``fn(e, m)`` on the effective logits ``e`` of float32 ``x`` and their exact row max.
+def dispatch(x: jax.Array, fn: Callable, params: tuple = (), *, inf_rule: bool = True,
+             blocked: bool = False) -> tuple[Any, jax.Array]:
+  """Runs ``fn(e, m, *params)`` on the effective logits ``e`` of float32 ``x`` and their exact
+  row max.
 
-  ``fn`` must return small (per-row) results. In the common case (no row holds NaN or ``+inf``
-  and no row maximum lies in the denormal band) ``e`` is ``x`` itself and ``m`` a float max:
-  XLA then reads ``x`` directly in every pass of ``fn``. Otherwise (a rare branch) ``e`` is
+  ``fn`` must return small (per-row, ``[..., 1]``) results; ``params`` are per-row values
+  (``[..., 1]``, broadcastable to the rows of ``x``). In the common case (no row holds NaN or
+  ``+inf`` and no row maximum lies in the denormal band) ``e`` is ``x`` itself and ``m`` a float
+  max: XLA then reads ``x`` directly in every pass of ``fn``. Otherwise (a rare branch) ``e`` is
   computed and materialised first. The test costs two plain reductions (a max, and a sum, which
   is NaN exactly when the row holds NaN or both infinities); float max reductions on CPU skip
   NaN, which is why the sum is needed. With ``inf_rule=False``, ``e`` is ``sanitize(x)`` (for
-  rules that treat ``+inf`` as a value, like top-k).
+  rules that treat ``+inf`` as a value, like top-k). With ``blocked=True`` (for an ``fn`` that
+  passes over its rows several times) the rows go through in cache-sized blocks on CPU
+  (:func:`by_row_blocks`): each block takes its own branch, with the same per-row results.
 
   Returns:
-    ``(fn(e, m), any_inf)`` with ``any_inf`` ``[..., 1]``: the rows the ``+inf`` rule applied to
-    (pass it to ``with_inf_rule`` to write the output).
+    ``(fn(e, m, *params), any_inf)`` with ``any_inf`` ``[..., 1]``: the rows the ``+inf`` rule
+    applied to (pass it to ``with_inf_rule`` to write the output).
   """
+  lead, v = x.shape[:-1], x.shape[-1]
+  n = int(np.prod(lead, dtype=np.int64))
+  rows = block_rows(n, v) if blocked and x.ndim > 1 else n
+  if rows < n:
+    flat = [jnp.broadcast_to(q, lead + q.shape[-1:]).reshape(n, q.shape[-1]) for q in params]
+    out = by_row_blocks(lambda r, _: dispatch(r[0], fn, tuple(r[1]), inf_rule=inf_rule), rows,
+                        (x.reshape(n, v), flat))
+    return jax.tree.map(lambda a: a.reshape(lead + a.shape[1:]), out)
   mx = jnp.max(x, axis=-1, keepdims=True)
   total = jnp.sum(x, axis=-1, keepdims=True)
   plain = ~jnp.any(jnp.isnan(total) | (mx == jnp.inf) | in_denormal_band(mx))
   no_inf = jnp.zeros_like(mx, bool)
 
   def fast():
-    return fn(x, mx), no_inf
+    return fn(x, mx, *params), no_inf
 
   def general():
     c = sanitize(x)
     if inf_rule:
       e, m, any_inf = effective_and_max(c)
-      return fn(e, m), any_inf
-    return fn(c, row_max(c)), no_inf
+      return fn(e, m, *params), any_inf
+    return fn(c, row_max(c), *params), no_inf
 
   return lax.cond(plain, fast, general)
 
@@ -433,3 +447,64 @@ def scatter_rows(tokens: jax.Array, values: jax.Array, vocab_size: int, op: str)
   ids = jnp.where((tokens >= 0) & (tokens < vocab_size), tokens, vocab_size)
   out = jnp.zeros((b, vocab_size), values.dtype)
   return getattr(out.at[rows, ids], op)(values, mode="drop")
+
+
+# --------------------------------------------------------------------------------------------
+# row blocks: a batch worked through in cache-sized groups of rows
+
+# On CPU a program over a whole [B, V] batch keeps several [B, V] temporaries (a 32 x 128K
+# float32 batch is 16 MiB). XLA's CPU runtime takes each call's temporaries from malloc in one
+# piece, and above 32 MiB glibc serves that piece from a fresh mapping, so every call page-faults
+# on each 4 KiB it touches; and a rule that passes over its row several times reads the batch
+# from memory each time. Worked through in blocks of at most this many bytes of float32 logits,
+# the temporaries stay small and each block's passes hit the cache (measured: sample_step on W2
+# of the bench, see the README; rows per block are a power of two).
+ROW_BLOCK_BYTES = 2 << 20
+
+
+def block_rows(batch: int, vocab_size: int) -> int:
+  """Rows per block for a ``[batch, vocab_size]`` program: ``batch`` (one block) off CPU, where
+  a whole batch runs in parallel, or when the batch already fits in one block."""
+  if jax.default_backend() != "cpu":
+    return batch
+  return max(1, min(batch, ROW_BLOCK_BYTES // (4 * max(vocab_size, 1))))
+
+
+def by_row_blocks(fn: Callable, rows: int, per_row: Any, shared: Any = None) -> Any:
+  """``fn(per_row, shared)`` computed ``rows`` rows at a time; the same result as one call.
+
+  ``fn`` must treat rows independently: every leaf of ``per_row`` and of its result has the batch
+  as its leading axis. The blocks start at ``0, rows, 2 rows, ...``; the last one starts at
+  ``B - rows`` so that all blocks have one shape (one compiled body): rows it shares with the
+  previous block are computed twice, to the same values.
+
+  Args:
+    fn: ``(per_row, shared) -> pytree`` of ``[B, ...]`` arrays.
+    rows: rows per block (static); ``rows >= B`` calls ``fn`` once.
+    per_row: pytree of ``[B, ...]`` arrays (None leaves allowed).
+    shared: pytree passed to every call whole.
+
+  Returns:
+    ``fn(per_row, shared)``.
+  """
+  leaves = jax.tree.leaves(per_row)
+  b = leaves[0].shape[0]
+  if rows >= b:
+    return fn(per_row, shared)
+  n = -(-b // rows)
+
+  def block(i):
+    start = jnp.minimum(i * rows, b - rows)
+    return start, fn(jax.tree.map(lambda a: lax.dynamic_slice_in_dim(a, start, rows), per_row),
+                     shared)
+
+  def body(i, out):
+    start, y = block(i)
+    return jax.tree.map(lambda o, v: lax.dynamic_update_slice_in_dim(o, v, start, 0), out, y)
+
+  # The first block runs outside the loop, so the carry has the types the body returns (under
+  # shard_map too).
+  start, first = block(jnp.int32(0))
+  out = jax.tree.map(lambda v: lax.dynamic_update_slice_in_dim(
+      jnp.zeros((b,) + v.shape[1:], v.dtype), v, start, 0), first)
+  return lax.fori_loop(1, n, body, out)

@@ -18,6 +18,7 @@ so its draw is greedy).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -242,26 +243,55 @@ def _rare(params):
                     params.eta_cutoff > 0, params.top_n_sigma > 0, params.temperature_last])
 
 
-@jax.jit
-def _process(logits, params, counts, tokens, length, num_generated, eos_ids, allowed):
-  return _process_body(logits, params, counts, tokens, length, num_generated, eos_ids, allowed,
-                       rare=None)
+def _row_split(logits, params, counts, tokens, length, num_generated, eos_ids, allowed):
+  """The arguments of ``_process_body`` as ``(per_row, shared)`` for ``nm.by_row_blocks``: an
+  ``allowed`` mask shared by all rows (``[V]`` or ``[1, V]``) is passed whole."""
+  row_mask = allowed is not None and allowed.ndim == 2 and allowed.shape[0] == logits.shape[0]
+  per_row = (logits, params, counts, tokens, length, num_generated, eos_ids,
+             allowed if row_mask else None)
+  return per_row, None if row_mask else allowed
 
 
-@jax.jit
-def _sample_step(keys, logits, params, counts, tokens, length, num_generated, eos_ids, allowed):
+def _rows(rows, logits):
+  return nm.block_rows(*logits.shape) if rows is None else rows
+
+
+@functools.partial(jax.jit, static_argnames="rows")
+def _process(logits, params, counts, tokens, length, num_generated, eos_ids, allowed, *,
+             rows=None):
+  """The standard order, in cache-sized blocks of rows on CPU (``rows``: rows per block, static;
+  None picks ``nm.block_rows``)."""
+  def block(per_row, shared):
+    *args, mask = per_row
+    return _process_body(*args, mask if shared is None else shared, rare=None)
+  per_row, shared = _row_split(logits, params, counts, tokens, length, num_generated, eos_ids,
+                               allowed)
+  return nm.by_row_blocks(block, _rows(rows, logits), per_row, shared)
+
+
+@functools.partial(jax.jit, static_argnames="rows")
+def _sample_step(keys, logits, params, counts, tokens, length, num_generated, eos_ids, allowed,
+                 *, rows=None):
   """``_process`` then the draw, as one program per case: with the rarer rules when some row
   uses one, without them otherwise. A ``lax.cond`` that passes the logits through costs about a
   copy of them on CPU and keeps the last mask from fusing into the draw's passes; this one sits
-  before any of the work, on values that are already in memory."""
-  def run(rare):
-    def step():
-      x = _process_body(logits, params, counts, tokens, length, num_generated, eos_ids, allowed,
-                        rare=rare)
-      return _sampling._sample(keys, x), x
-    return step
+  before any of the work, on values that are already in memory. Blocks of rows as in
+  ``_process``."""
+  def block(per_row, shared):
+    keys, (logits, params, counts, tokens, length, num_generated, eos_ids, mask) = per_row
+    allowed = mask if shared is None else shared
 
-  return lax.cond(jnp.any(_rare(params)), run(True), run(False))
+    def run(rare):
+      def step():
+        x = _process_body(logits, params, counts, tokens, length, num_generated, eos_ids,
+                          allowed, rare=rare)
+        return _sampling._sample(keys, x), x
+      return step
+    return lax.cond(jnp.any(_rare(params)), run(True), run(False))
+
+  per_row, shared = _row_split(logits, params, counts, tokens, length, num_generated, eos_ids,
+                               allowed)
+  return nm.by_row_blocks(block, _rows(rows, logits), (keys, per_row), shared)
 
 
 def _process_body(logits, params, counts, tokens, length, num_generated, eos_ids, allowed, *,

@@ -109,11 +109,11 @@ def _kth_key(x: jax.Array, k: jax.Array, candidates: int) -> jax.Array:
 @functools.partial(jax.jit, static_argnames="candidates")
 def _top_k(logits, k, candidates=TOP_K_CANDIDATES):
   x = logits.astype(jnp.float32)
-  active = (k > 0) & (k < x.shape[-1])
-  thr, _ = nm.dispatch(x, lambda e, m: lax.cond(
-      jnp.any(active), lambda: _kth_key(e, k, candidates), lambda: _keep_all(m)),
-                       inf_rule=False)
-  return _write(x, None, jnp.where(active, thr, 0), logits.dtype)
+  active = lambda k: (k > 0) & (k < x.shape[-1])
+  thr, _ = nm.dispatch(x, lambda e, m, k: lax.cond(
+      jnp.any(active(k)), lambda: _kth_key(e, k, candidates), lambda: _keep_all(m)), (k,),
+                       inf_rule=False, blocked=True)
+  return _write(x, None, jnp.where(active(k), thr, 0), logits.dtype)
 
 
 def top_k(logits: Any, k: Any) -> jax.Array:
@@ -235,7 +235,9 @@ def _regula_falsi(mass_above, unit, p, lo, w_lo, hi, w_hi, valid, passes, width)
 
   Regula falsi with the Illinois rule (an end kept twice has its value halved), each point
   pushed past the estimate by a quarter of ``width`` in expected token spacing, alternating
-  sides, so that both ends close in. Rows not ``valid`` are left as they are. Returns
+  sides, so that both ends close in. Rows not ``valid``, and rows once closed, are left as they
+  are: a row's result never depends on the other rows of its batch (how long they take), so rows
+  worked in blocks, or split over devices, end with the same brackets. Returns
   ``(lo, w_lo, hi, w_hi)``.
   """
   def done(lo, w_lo, w_hi):
@@ -246,7 +248,9 @@ def _regula_falsi(mass_above, unit, p, lo, w_lo, hi, w_hi, valid, passes, width)
     return (i < passes) & jnp.any(valid & ~done(lo, w_lo, w_hi))
 
   def body(state):
-    i, lo, w_lo, hi, w_hi, f_lo, f_hi, last = state
+    i, lo0, w_lo0, hi0, w_hi0, f_lo0, f_hi0, last0 = state
+    move = valid & ~done(lo0, w_lo0, w_hi0)
+    lo, w_lo, hi, w_hi, f_lo, f_hi, last = lo0, w_lo0, hi0, w_hi0, f_lo0, f_hi0, last0
     width_t = hi - lo
     t = _secant(lo, f_lo, hi, f_hi)
     density = (w_lo - w_hi) / jnp.maximum(width_t, 1e-30)
@@ -259,7 +263,9 @@ def _regula_falsi(mass_above, unit, p, lo, w_lo, hi, w_hi, valid, passes, width)
     f_hi = jnp.where(below, jnp.where(last > 0, f_hi / 2, f_hi), w - p)
     lo, w_lo = jnp.where(below, t, lo), jnp.where(below, w, w_lo)
     hi, w_hi = jnp.where(below, hi, t), jnp.where(below, w_hi, w)
-    return nm.same_varying((i + 1, lo, w_lo, hi, w_hi, f_lo, f_hi, jnp.where(below, 1, -1)))
+    new = (lo, w_lo, hi, w_hi, f_lo, f_hi, jnp.where(below, 1, -1))
+    old = (lo0, w_lo0, hi0, w_hi0, f_lo0, f_hi0, last0)
+    return nm.same_varying((i + 1,) + tuple(jnp.where(move, a, b) for a, b in zip(new, old)))
 
   state = nm.same_varying((jnp.int32(0), lo, w_lo, hi, w_hi, w_lo - p, w_hi - p,
                            jnp.zeros_like(lo, jnp.int32)))
@@ -416,11 +422,11 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
 @functools.partial(jax.jit, static_argnames=("candidates", "passes", "estimate"))
 def _top_p(logits, p, candidates=TOP_P_CANDIDATES, passes=NUCLEUS_PASSES, estimate=None):
   x = logits.astype(jnp.float32)
-  active = ~(p >= 1)
-  thr, any_inf = nm.dispatch(x, lambda e, m: lax.cond(
-      jnp.any(active), lambda: _nucleus_key(e, m, p, candidates, passes, estimate=estimate),
-      lambda: _keep_all(m)))
-  return _write(x, any_inf, jnp.where(active, thr, 0), logits.dtype)
+  active = lambda p: ~(p >= 1)
+  thr, any_inf = nm.dispatch(x, lambda e, m, p: lax.cond(
+      jnp.any(active(p)), lambda: _nucleus_key(e, m, p, candidates, passes, estimate=estimate),
+      lambda: _keep_all(m)), (p,), blocked=True)
+  return _write(x, any_inf, jnp.where(active(p), thr, 0), logits.dtype)
 
 
 def top_p(logits: Any, p: Any) -> jax.Array:
@@ -470,7 +476,8 @@ def _min_p(logits, p):
   x = logits.astype(jnp.float32)
   # The top is always kept.
   thr, any_inf = nm.dispatch(
-      x, lambda e, m: jnp.minimum(nm.ordered_key(_min_p_cut(m, p)), nm.ordered_key(m)))
+      x, lambda e, m, p: jnp.minimum(nm.ordered_key(_min_p_cut(m, p)), nm.ordered_key(m)), (p,),
+      blocked=True)
   return _write(x, any_inf, jnp.where(p > 0, thr, 0), logits.dtype)
 
 

@@ -180,3 +180,45 @@ def test_min_p_inside_top_p_on_long_rows_near_and_far_from_the_margin(scale):
   want = np.stack([R.min_p_ref(R.top_p_ref(row, pi), mi)
                    for row, pi, mi in zip(logits, p, mp)])
   assert_same_masks_and_values(got, want, exact_values=True)
+
+
+# --- rows in blocks ----------------------------------------------------------------------------
+import jax  # noqa: E402
+
+from jaxlogits import _numerics as nm  # noqa: E402
+
+
+def _adversarial_batch(v, seed):
+  rng = np.random.default_rng(seed)
+  x = (rng.normal(size=(7, v)) * 3).astype(np.float32)
+  x[1, rng.integers(0, v, 20)] = np.nan
+  x[2, :5] = np.inf
+  x[3] = -np.inf
+  x[4] = np.round(x[4])  # ties everywhere
+  x[5] = rng.normal(size=v).astype(np.float32) * 1e-39  # denormals
+  x[6, : v // 2] = -np.inf
+  return x
+
+
+@pytest.mark.parametrize("rule", ["top_k", "top_p", "min_p"] + [f"top_p {p}" for p in TOP_P_PATHS])
+def test_rules_give_the_same_bits_in_row_blocks(monkeypatch, rule):
+  # 7 rows in blocks of 2 (the last block overlaps); each row alone is one block. Shapes of their
+  # own, so that no earlier trace with other blocks is reused.
+  v = 1031
+  monkeypatch.setattr(nm, "ROW_BLOCK_BYTES", 2 * 4 * v)
+  x = _adversarial_batch(v, seed=len(rule))
+  rows = np.arange(7)
+  if rule == "top_k":
+    param, fn = np.array([1, 3, 50, 70, 200, 0, 1031]), lambda l, k: truncation._top_k(l, k)
+  elif rule == "min_p":
+    param, fn = np.array([0.0, 0.05, 0.1, 0.3, 0.5, 0.9, 1.0]), truncation._min_p
+  else:
+    path = rule[len("top_p "):] or "candidates"
+    param = np.array([0.1, 0.5, 0.9, 0.95, 0.99, 0.3, 1.0])
+    fn = lambda l, p: _top_p(l, p[:, 0], path)
+  as_param = lambda a: jnp.asarray(a, jnp.int32 if rule == "top_k" else jnp.float32)[:, None]
+  assert nm.block_rows(7, v) in (2, 7)
+  got = np.asarray(jax.jit(fn)(jnp.asarray(x), as_param(param)))
+  for r in rows:
+    want = np.asarray(fn(jnp.asarray(x[r:r + 1]), as_param(param[r:r + 1])))
+    np.testing.assert_array_equal(got[r:r + 1].view(np.int32), want.view(np.int32))

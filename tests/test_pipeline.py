@@ -172,3 +172,91 @@ def test_process_logits_matches_reference_pipeline(data):
   want = np.stack([R.pipeline_ref(rows[i], params[i], counts[i], contexts[i], round_f32=True)
                    for i in range(b)])
   assert_same_masks_and_values(got, want, rtol=1e-5, atol=1e-30)
+
+
+# --- row blocks --------------------------------------------------------------------------------
+from jaxlogits import _numerics as nm  # noqa: E402
+from jaxlogits import pipeline as pl  # noqa: E402
+from jaxlogits import sampling as sp_  # noqa: E402
+
+
+def _mixed_batch(b, v, seed):
+  """A batch whose rows use every setting (and rows at the identity), with per-row context."""
+  rng = np.random.default_rng(seed)
+  logits = _logits(b, v, seed=seed)
+  logits = logits.at[1, 3].set(jnp.nan).at[2].set(-jnp.inf).at[3, :4].set(jnp.inf)
+  tokens = jnp.asarray(rng.integers(0, v, (b, 9)), jnp.int32)
+  length = jnp.asarray(rng.integers(0, 10, b), jnp.int32)
+  pick = lambda *opts: [opts[i % len(opts)] for i in rng.permutation(b)]
+  params = jl.SamplingParams.create(
+      b, temperature=pick(0.0, 0.7, 1.0, 1.3), top_k=pick(0, 5, 40), top_p=pick(1.0, 0.9, 0.5),
+      min_p=pick(0.0, 0.05, 0.2), typical_p=pick(1.0, 0.9), epsilon_cutoff=pick(0.0, 0.01),
+      eta_cutoff=pick(0.0, 0.02), top_n_sigma=pick(0.0, 1.5), repetition_penalty=pick(1.0, 1.3),
+      frequency_penalty=pick(0.0, 0.4), presence_penalty=pick(0.0, 0.6),
+      no_repeat_ngram_size=pick(0, 2), min_tokens=pick(0, 5), temperature_last=pick(False, True),
+      logit_bias=pick(None, {1: 2.0, 5: -3.0}), logit_bias_capacity=2, vocab_size=v)
+  context = (jl.token_counts(tokens, v, length=length), tokens, length,
+             jnp.asarray(rng.integers(0, 8, b), jnp.int32),
+             jnp.broadcast_to(jnp.array([0, 7], jnp.int32), (b, 2)))
+  allowed = jnp.asarray(rng.random((b, v)) < 0.9)
+  return logits, params, context, allowed
+
+
+def _bits(a):
+  a = np.asarray(a)
+  return a.view(np.int32) if a.dtype == np.float32 else a
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 6])
+@pytest.mark.parametrize("allowed", ["rows", "shared", None])
+def test_row_blocks_give_the_same_bits_as_one_block(rows, allowed):
+  # Blocks of 1..6 rows over 7 rows: the last block overlaps the one before it (4, 6) or not.
+  b, v = 7, 300
+  logits, params, context, mask = _mixed_batch(b, v, seed=rows)
+  mask = {"rows": mask, "shared": mask[0], None: None}[allowed]
+  keys = sp_.row_keys(jax.random.key(rows), (b,))
+  args = (logits, params, *context, mask)
+  want = pl._process(*args, rows=b)
+  np.testing.assert_array_equal(_bits(pl._process(*args, rows=rows)), _bits(want))
+  tok_want, x_want = pl._sample_step(keys, *args, rows=b)
+  tok, x = pl._sample_step(keys, *args, rows=rows)
+  np.testing.assert_array_equal(tok, tok_want)
+  np.testing.assert_array_equal(_bits(x), _bits(x_want))
+  np.testing.assert_array_equal(_bits(x), _bits(want))
+
+
+def test_by_row_blocks_runs_each_row_once_per_block_and_keeps_shared_values():
+  x = jnp.arange(10.0)[:, None] * jnp.ones((1, 3))
+  calls = []
+
+  def fn(r, s):
+    calls.append(r.shape)
+    return {"y": r * s, "first": r[:, 0].astype(jnp.int32)}
+
+  out = jax.jit(lambda x: nm.by_row_blocks(fn, 4, x, jnp.float32(2.0)))(x)
+  np.testing.assert_array_equal(out["y"], np.asarray(x) * 2)
+  np.testing.assert_array_equal(out["first"], np.arange(10))
+  assert set(calls) == {(4, 3)}  # one block shape: blocks at 0, 4 and (overlapping) 6
+  assert nm.by_row_blocks(fn, 10, x, 1.0)["y"].shape == (10, 3)
+
+
+def test_block_rows_fit_the_block_budget_on_cpu():
+  assert nm.block_rows(1, 128256) == 1
+  assert nm.block_rows(32, 128256) * 128256 * 4 <= nm.ROW_BLOCK_BYTES
+  assert nm.block_rows(32, 128256) >= 1 and nm.block_rows(64, 16) == 64
+  if jax.default_backend() != "cpu":
+    assert nm.block_rows(32, 128256) == 32
+
+
+def test_sample_step_temporaries_stay_below_the_logits_size():
+  # The bench's shape: in blocks, the program's temporaries are a fraction of one copy of the
+  # logits (a whole-batch program needs about five copies, which glibc maps afresh on every call).
+  if jax.default_backend() != "cpu":
+    pytest.skip("row blocks are for CPU")
+  b, v = 32, 128256
+  params = jl.SamplingParams.create(b, temperature=1.0, top_p=0.95, min_p=0.05)
+  counts = jax.ShapeDtypeStruct((b, v), jnp.int32)
+  f = jax.jit(lambda key, logits, counts: jl.sample_step(key, logits, params, counts=counts)[0])
+  compiled = f.lower(jax.random.key(0), jax.ShapeDtypeStruct((b, v), jnp.float32),
+                     counts).compile()
+  assert compiled.memory_analysis().temp_size_in_bytes < b * v * 4
