@@ -22,7 +22,7 @@ The cache is an explicit pytree, :class:`KVCache`, created by
 :func:`init_cache` and threaded through calls (the module itself holds no
 mutable cache state)::
 
-    cache.k[i], cache.v[i]  # layer i, [B, max_len, num_kv_heads, head_dim]
+    cache.k[i], cache.v[i]  # layer i, [B, num_kv_heads, max_len, head_dim]
     cache.valid             # [B, max_len] bool, True where that slot was written
 
 Slot ``s`` of row ``b`` holds the key/value of the token at position ``s``.
@@ -242,8 +242,10 @@ class KVCache(NamedTuple):
     """Explicit key/value cache (a pytree).
 
     Attributes:
-      k: tuple of ``num_layers`` arrays ``[B, max_len, num_kv_heads, head_dim]``.
-      v: tuple of ``num_layers`` arrays ``[B, max_len, num_kv_heads, head_dim]``.
+      k: tuple of ``num_layers`` arrays ``[B, num_kv_heads, max_len, head_dim]`` (heads
+        before slots: the attention's matrix products read them in place, with no transposed
+        copy per step).
+      v: tuple of ``num_layers`` arrays ``[B, num_kv_heads, max_len, head_dim]``.
       valid: ``[B, max_len]`` bool, True for slots that hold a written token.
     """
 
@@ -269,7 +271,7 @@ def init_cache(config: ModelConfig, batch_size: int, max_len: int | None = None,
 
     Returns:
       A :class:`KVCache` of zeros with ``valid`` all False; k/v arrays are
-      ``[batch_size, max_len, num_kv_heads, head_dim]``.
+      ``[batch_size, num_kv_heads, max_len, head_dim]``.
 
     Examples:
       >>> from jaxlogits.model import get_config, init_cache
@@ -277,7 +279,7 @@ def init_cache(config: ModelConfig, batch_size: int, max_len: int | None = None,
       (2, 8)
     """
     max_len = config.max_seq_len if max_len is None else int(max_len)
-    shape = (batch_size, max_len, config.num_kv_heads, config.head_dim)
+    shape = (batch_size, config.num_kv_heads, max_len, config.head_dim)
     zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
     zeros_v = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
     return KVCache(k=zeros, v=zeros_v, valid=jnp.zeros((batch_size, max_len), bool))
@@ -340,26 +342,29 @@ def _dense(din: int, dout: int, cfg: ModelConfig, rngs: nnx.Rngs, std: float) ->
                       kernel_init=nnx.initializers.normal(stddev=std), rngs=rngs)
 
 
-def _attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+def _attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+            heads_first: bool = False) -> jax.Array:
     """Grouped-query softmax attention.
 
     Args:
       q: ``[B, T, H, D]``.
-      k: ``[B, S, KV, D]``.
-      v: ``[B, S, KV, D]``.
-      mask: ``[B, T, S]`` bool, True where query t may attend to key s.
+      k: ``[B, S, KV, D]`` (``[B, KV, S, D]`` with ``heads_first``, the cache's layout).
+      v: like ``k``.
+      mask: ``[B, T, S]`` bool, True where query t may attend to key s. Masked scores are
+        replaced (not added to), so a NaN key behind the mask cannot leak.
 
     Returns:
       ``[B, T, H, D]`` in q's dtype.
     """
     b, t, h, d = q.shape
-    kv = k.shape[2]
+    kv = k.shape[1 if heads_first else 2]
+    kvs = "bksd" if heads_first else "bskd"
     qg = q.reshape(b, t, kv, h // kv, d)
-    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k,
+    scores = jnp.einsum(f"btkgd,{kvs}->bkgts", qg, k,
                         preferred_element_type=jnp.float32) / math.sqrt(d)
     scores = jnp.where(mask[:, None, None, :, :], scores, _NEG_INF)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    out = jnp.einsum(f"bkgts,{kvs}->btkgd", probs, v)
     return out.reshape(b, t, h, d)
 
 
@@ -404,12 +409,13 @@ class Attention(nnx.Module):
           positions: ``[B, T]`` int positions (for the rotary embedding).
           mask: ``[B, T, S]`` bool attention mask; ``S = T`` without a cache,
             ``S = max_len`` with one.
-          layer_cache: ``(k, v)`` each ``[B, max_len, KV, D]``, or None.
+          layer_cache: ``(k, v)`` each ``[B, KV, max_len, D]``, or None.
           write_index: ``(row_index [B, T], slot [B, T])`` where to write the
             new k/v (slots ``>= max_len`` are dropped); needed with a cache.
           slot_valid: ``[B, max_len]`` bool, slots valid after the write; the
             values of other slots are zeroed before use so that garbage (even
-            NaN) cannot leak through a zero attention weight.
+            NaN) cannot leak through a zero attention weight (their keys need
+            nothing: their scores are replaced by the mask).
 
         Returns:
           ``(out [B, T, d_model], new_layer_cache or None)``.
@@ -420,13 +426,16 @@ class Attention(nnx.Module):
         if layer_cache is not None:
             ck, cv = layer_cache
             rows, slots = write_index
-            ck = ck.at[rows, slots].set(k.astype(ck.dtype), mode="drop")
-            cv = cv.at[rows, slots].set(v.astype(cv.dtype), mode="drop")
+            # k, v [B, T, KV, D] go to cache[b, head, slot] for each (b, t, head)
+            at = (rows[:, :, None], jnp.arange(self.num_kv_heads)[None, None, :],
+                  slots[:, :, None])
+            ck = ck.at[at].set(k.astype(ck.dtype), mode="drop")
+            cv = cv.at[at].set(v.astype(cv.dtype), mode="drop")
             new_cache = (ck, cv)
-            keep = slot_valid[:, :, None, None]
-            k = jnp.where(keep, ck, 0).astype(q.dtype)
-            v = jnp.where(keep, cv, 0).astype(q.dtype)
-        out = _attend(q, k, v, mask)
+            v = jnp.where(slot_valid[:, None, :, None], cv, 0).astype(q.dtype)
+            out = _attend(q, ck.astype(q.dtype), v, mask, heads_first=True)
+        else:
+            out = _attend(q, k, v, mask)
         return self.wo(out.reshape(b, t, self.num_heads * self.head_dim)), new_cache
 
 

@@ -62,7 +62,7 @@ def test_shapes(model, fns):
     assert logits.shape == (B, T_FULL, CFG.vocab_size) and logits.dtype == jnp.float32
     cache = init_cache(CFG, B, MAX_LEN)
     assert isinstance(cache, KVCache) and len(cache.k) == CFG.num_layers == len(cache.v)
-    assert cache.k[0].shape == (B, MAX_LEN, CFG.num_kv_heads, CFG.head_dim)
+    assert cache.k[0].shape == (B, CFG.num_kv_heads, MAX_LEN, CFG.head_dim)
     assert cache.valid.shape == (B, MAX_LEN) and cache.max_len == MAX_LEN
     out, new_cache = prefill(toks[:, :T_PRE], jnp.full((B,), 7), cache)
     assert out.shape == (B, T_PRE, CFG.vocab_size)
