@@ -24,7 +24,8 @@ top_p 0.95 keeps about a third of the vocabulary and takes the nucleus search (`
 * top_p: an all-reduce of the maximum (``row``); then one all-reduce of ``2 row`` (a fixed-point
   mass, two ``uint32``) for each call of ``RowOps.row_sum`` (the normaliser, each full pass of
   the search, and the bisection's 32 passes if it runs) and for each call of ``RowOps.sub_sum``
-  (each pass of the search's estimate over the subsample), and one all-gather of ``c row`` for
+  (each pass of the search's estimate over the subsample, when it runs: see
+  ``truncation.estimate_by_default``), and one all-gather of ``c row`` for
   each call of ``RowOps.top`` with ``c`` values (the 128 candidates, the 64 largest inside the
   final bracket). The calls are counted at run time on W2's rows (:func:`top_p_calls`, one
   device, which makes the same calls as the sharded search);
@@ -134,7 +135,7 @@ def top_p_calls(logits: np.ndarray, p: float) -> dict:
     jax.debug.callback(lambda: calls["top"].append(c))
     return nm.top_values(x, c)[0]
 
-  ops = truncation.RowOps(v, row_sum, top, sub_sum)
+  ops = truncation.RowOps(v, row_sum, top, sub_sum if truncation.estimate_by_default(v) else None)
   e = jnp.asarray(logits)  # W2's temperature 1.0 leaves finite logits as they are
   pp = jnp.full((e.shape[0], 1), p, jnp.float32)
   jax.block_until_ready(jax.jit(lambda e, pp: truncation._nucleus_key(

@@ -277,21 +277,21 @@ def _sample_step(keys, logits, params, counts, tokens, length, num_generated, eo
   copy of them on CPU and keeps the last mask from fusing into the draw's passes; this one sits
   before any of the work, on values that are already in memory. Blocks of rows as in
   ``_process``."""
-  def block(per_row, shared):
-    keys, (logits, params, counts, tokens, length, num_generated, eos_ids, mask) = per_row
-    allowed = mask if shared is None else shared
-
-    def run(rare):
-      def step():
-        x = _process_body(logits, params, counts, tokens, length, num_generated, eos_ids,
-                          allowed, rare=rare)
-        return _sampling._sample(keys, x), x
-      return step
-    return lax.cond(jnp.any(_rare(params)), run(True), run(False))
-
   per_row, shared = _row_split(logits, params, counts, tokens, length, num_generated, eos_ids,
                                allowed)
-  return nm.by_row_blocks(block, _rows(rows, logits), (keys, per_row), shared)
+
+  def program(rare):
+    def block(per_row, shared):
+      keys, (logits, params, counts, tokens, length, num_generated, eos_ids, mask) = per_row
+      x = _process_body(logits, params, counts, tokens, length, num_generated, eos_ids,
+                        mask if shared is None else shared, rare=rare)
+      return _sampling._sample(keys, x), x
+    # The choice is made once for the batch, outside the blocks: inside, each block's slices of
+    # the logits and counts then fuse into their first pass instead of being copied out for a
+    # lax.cond.
+    return lambda: nm.by_row_blocks(block, _rows(rows, logits), (keys, per_row), shared)
+
+  return lax.cond(jnp.any(_rare(params)), program(True), program(False))
 
 
 def _process_body(logits, params, counts, tokens, length, num_generated, eos_ids, allowed, *,

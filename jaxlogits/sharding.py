@@ -23,8 +23,8 @@ Collectives per step (``B`` rows, ``D`` devices on the vocabulary axis):
 * top_p (:func:`vocab_sharded_top_p`): a ``pmax`` (row maximum), an integer ``psum`` of the
   fixed-point normaliser (two ``uint32`` per row) and an ``all_gather`` of each device's 128
   largest logits per row. When the nucleus reaches beyond those candidates: one integer ``psum``
-  of a fixed-point mass per full pass of the search (at most 19), on CPU also per pass of its
-  estimate over every 16th token (at most 27), and an ``all_gather`` of each device's 64
+  of a fixed-point mass per full pass of the search (at most 19), on CPU for rows longer than a
+  row block also per pass of its estimate over every 16th token (at most 27), and an ``all_gather`` of each device's 64
   largest logits inside the final bracket; in the rare fallback, 32 more ``psum`` of a mass.
 * min_p (:func:`vocab_sharded_min_p`): a ``pmax`` of the row maximum.
 * the draw (:func:`vocab_sharded_sample`): a ``pmax`` (row maximum), an ``all_gather`` of one
@@ -264,7 +264,7 @@ def _row_ops(axis_name, vocab_size):
   return _trunc.RowOps(
       vocab_size, lambda w: nm.exact_sum(w, vocab_size, psum), top,
       (lambda w: nm.exact_sum(w, vocab_size, psum, block=BLOCK // _trunc.SUBSAMPLE))
-      if _trunc.estimate_by_default() else None)
+      if _trunc.estimate_by_default(vocab_size) else None)
 
 
 def _nucleus_mask(e, p, axis_name, vocab_size):
