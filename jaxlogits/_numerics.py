@@ -458,7 +458,7 @@ def scatter_rows(tokens: jax.Array, values: jax.Array, vocab_size: int, op: str)
 # on each 4 KiB it touches; and a rule that passes over its row several times reads the batch
 # from memory each time. Worked through in blocks of at most this many bytes of float32 logits,
 # the temporaries stay small and each block's passes hit the cache (measured: sample_step on W2
-# of the bench, see the README; rows per block are a power of two).
+# of the bench, see the README).
 ROW_BLOCK_BYTES = 2 << 20
 
 
