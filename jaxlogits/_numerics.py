@@ -502,9 +502,24 @@ def by_row_blocks(fn: Callable, rows: int, per_row: Any, shared: Any = None) -> 
     start, y = block(i)
     return jax.tree.map(lambda o, v: lax.dynamic_update_slice_in_dim(o, v, start, 0), out, y)
 
-  # The first block runs outside the loop, so the carry has the types the body returns (under
-  # shard_map too).
+  if not _varies((per_row, shared)):
+    # One traced body for all blocks (compiled once): the loop fills zeros of the result's type.
+    like = jax.tree.map(lambda a: jax.ShapeDtypeStruct((rows,) + a.shape[1:], a.dtype), per_row)
+    out = jax.tree.map(lambda v: jnp.zeros((b,) + v.shape[1:], v.dtype),
+                       jax.eval_shape(fn, like, shared))
+    return lax.fori_loop(0, n, body, out)
+  # Inside shard_map the carry must have the mesh-varying types the body returns: the first block
+  # runs outside the loop and gives them.
   start, first = block(jnp.int32(0))
   out = jax.tree.map(lambda v: lax.dynamic_update_slice_in_dim(
       jnp.zeros((b,) + v.shape[1:], v.dtype), v, start, 0), first)
   return lax.fori_loop(1, n, body, out)
+
+
+def _varies(tree: Any) -> bool:
+  """Whether some leaf varies over a mesh axis (inside ``shard_map``)."""
+  for leaf in jax.tree.leaves(tree):
+    t = getattr(jax.typeof(leaf), "manual_axis_type", None)
+    if t is not None and t.varying:
+      return True
+  return False
