@@ -71,8 +71,9 @@ def dispatch(x: jax.Array, fn: Callable, params: tuple = (), *, inf_rule: bool =
   is NaN exactly when the row holds NaN or both infinities); float max reductions on CPU skip
   NaN, which is why the sum is needed. With ``inf_rule=False``, ``e`` is ``sanitize(x)`` (for
   rules that treat ``+inf`` as a value, like top-k). With ``blocked=True`` (for an ``fn`` that
-  passes over its rows several times) the rows go through in cache-sized blocks on CPU
-  (:func:`by_row_blocks`): each block takes its own branch, with the same per-row results.
+  passes over its rows several times, or whose rare branch would keep whole-batch temporaries)
+  the rows go through in cache-sized blocks on CPU (:func:`by_row_blocks`): each block takes
+  its own branch, with the same per-row results.
 
   Returns:
     ``(fn(e, m, *params), any_inf)`` with ``any_inf`` ``[..., 1]``: the rows the ``+inf`` rule

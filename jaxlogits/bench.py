@@ -96,7 +96,8 @@ def torch_block(out: Any) -> Any:
 # request above its mmap threshold (at most 32 MiB by default), or too large for the arena of the
 # thread that asks, from a fresh mapping, so every call pays a page fault on each 4 KiB it writes:
 # about 1 ms per 4 MiB on the 2-core machine of the README. A program with several [B, V]
-# temporaries (W2 through the pipeline: about 63 MiB) pays that on every call. Running with
+# temporaries (W2 through the pipeline before the row blocks of _numerics.by_row_blocks: about
+# 63 MiB) pays that on every call. Running with
 HOST_MEMORY_NOTE = ("MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=1073741824 "
                     "MALLOC_TRIM_THRESHOLD_=1073741824")
 # keeps freed memory in the one heap and reuses it, without faults. This is process-wide, so the

@@ -24,8 +24,9 @@ Collectives per step (``B`` rows, ``D`` devices on the vocabulary axis):
   fixed-point normaliser (two ``uint32`` per row) and an ``all_gather`` of each device's 128
   largest logits per row. When the nucleus reaches beyond those candidates: one integer ``psum``
   of a fixed-point mass per full pass of the search (at most 19), on CPU for rows longer than a
-  row block also per pass of its estimate over every 16th token (at most 27), and an ``all_gather`` of each device's 64
-  largest logits inside the final bracket; in the rare fallback, 32 more ``psum`` of a mass.
+  row block also per pass of its estimate over every 16th token (at most 27), and an
+  ``all_gather`` of each device's 64 largest logits inside the final bracket; in the rare
+  fallback, 32 more ``psum`` of a mass.
 * min_p (:func:`vocab_sharded_min_p`): a ``pmax`` of the row maximum.
 * the draw (:func:`vocab_sharded_sample`): a ``pmax`` (row maximum), an ``all_gather`` of one
   fixed-point total (two ``uint32``) per device and row, and a ``pmax`` of the chosen id (``-1``

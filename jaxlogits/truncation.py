@@ -252,9 +252,8 @@ def _regula_falsi(mass_above, unit, p, lo, w_lo, hi, w_hi, valid, passes, width)
     return (i < passes) & jnp.any(valid & ~done(lo, w_lo, w_hi))
 
   def body(state):
-    i, lo0, w_lo0, hi0, w_hi0, f_lo0, f_hi0, last0 = state
-    move = valid & ~done(lo0, w_lo0, w_hi0)
-    lo, w_lo, hi, w_hi, f_lo, f_hi, last = lo0, w_lo0, hi0, w_hi0, f_lo0, f_hi0, last0
+    i, lo, w_lo, hi, w_hi, f_lo, f_hi, last = state
+    move = valid & ~done(lo, w_lo, w_hi)
     width_t = hi - lo
     t = _secant(lo, f_lo, hi, f_hi)
     density = (w_lo - w_hi) / jnp.maximum(width_t, 1e-30)
@@ -268,8 +267,7 @@ def _regula_falsi(mass_above, unit, p, lo, w_lo, hi, w_hi, valid, passes, width)
     lo, w_lo = jnp.where(below, t, lo), jnp.where(below, w, w_lo)
     hi, w_hi = jnp.where(below, hi, t), jnp.where(below, w_hi, w)
     new = (lo, w_lo, hi, w_hi, f_lo, f_hi, jnp.where(below, 1, -1))
-    old = (lo0, w_lo0, hi0, w_hi0, f_lo0, f_hi0, last0)
-    return nm.same_varying((i + 1,) + tuple(jnp.where(move, a, b) for a, b in zip(new, old)))
+    return nm.same_varying((i + 1,) + tuple(jnp.where(move, a, b) for a, b in zip(new, state[1:])))
 
   state = nm.same_varying((jnp.int32(0), lo, w_lo, hi, w_hi, w_lo - p, w_hi - p,
                            jnp.zeros_like(lo, jnp.int32)))
@@ -382,8 +380,7 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
 
   ``ops`` reads the row (:class:`RowOps`; one device when None, with the search's estimate as
   ``estimate`` says, by default ``estimate_by_default``). Every mass is an exact fixed-point sum,
-  so a row
-  split over devices gives the same threshold.
+  so a row split over devices gives the same threshold.
   """
   ops = _one_device(e.shape[-1], estimate) if ops is None else ops
   v = ops.vocab_size
