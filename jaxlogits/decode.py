@@ -213,7 +213,7 @@ def _step(tokens_to_logits, state: DecodeState, params, row_keys, eos_ids, stop,
   processed = _pipeline._process(state.next_logits, params, state.counts, hist.tokens,
                                  hist.length, generated, eos_ids, None)
   keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, state.step)
-  tok = _sampling._sample(keys, processed)
+  tok = _sampling._sample(keys, processed, nan_free=True)  # _process leaves no NaN
   tok = jnp.where(active, tok, -1)
   emitted = tok >= 0
   col = state.step

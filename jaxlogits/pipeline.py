@@ -285,7 +285,7 @@ def _sample_step(keys, logits, params, counts, tokens, length, num_generated, eo
       keys, (logits, params, counts, tokens, length, num_generated, eos_ids, mask) = per_row
       x = _process_body(logits, params, counts, tokens, length, num_generated, eos_ids,
                         mask if shared is None else shared, rare=rare)
-      return _sampling._sample(keys, x), x
+      return _sampling._sample(keys, x, nan_free=True), x  # every rule leaves NaN as -inf
     # The choice is made once for the batch, outside the blocks: inside, each block's slices of
     # the logits and counts then fuse into their first pass instead of being copied out for a
     # lax.cond.
@@ -330,16 +330,9 @@ def _process_body(logits, params, counts, tokens, length, num_generated, eos_ids
   # 3. temperature first, unless temperature_last
   last = params.temperature_last
   x = _temp._temperature(x, _row(jnp.where(last, 1.0, params.temperature)))
-  # 4. truncations, each seeing the survivors of the previous one
-  x = _trunc._top_k(x, _row(params.top_k))  # its output is sanitized: NaN is gone from here on
-  top_p = _row(params.top_p)
-  if rare is not False:
-    # min_p comes next: where its cut lies inside the nucleus, top_p changes nothing and its
-    # search is skipped (two passes decide it; one cheap test skips them when no row has both).
-    both = (params.min_p > 0) & ~(params.top_p >= 1)
-    top_p = lax.cond(jnp.any(both), lambda: jnp.where(
-        _trunc._min_p_inside_top_p(x, top_p, _row(params.min_p)), 1.0, top_p), lambda: top_p)
-  x = _trunc._top_p(x, top_p)
+  # 4. truncations, each seeing the survivors of the previous one (their outputs are
+  # sanitized: NaN is gone from here on)
+  x = _top_k_then_top_p(x, params, rare)
   # The rarer rules and temperature-last run only when some row uses them. Every lax.cond passes
   # the logits through (on CPU that costs about a copy of them), so one test covers the group
   # and each rule has its own test inside it.
@@ -364,6 +357,34 @@ def _process_body(logits, params, counts, tokens, length, num_generated, eos_ids
   if rare is None:
     return _when(active, lambda x: rare_rules(x, True), x)
   return rare_rules(x, False) if rare else x
+
+
+def _top_k_then_top_p(x, params, rare):
+  """``top_p(top_k(x))`` with the pipeline's shortcuts, each exact:
+
+  * where top_k leaves few tokens (all among its candidates), top_p runs on those candidates
+    and one pass writes both masks (``_trunc._top_k_top_p_keys``; when every row allows it);
+  * otherwise, where a row's min_p cut lies inside its nucleus, top_p changes nothing there and
+    its search is skipped (two passes decide it; one cheap test skips them when no row has
+    both rules).
+  """
+  k, p = _row(params.top_k), _row(params.top_p)
+
+  def in_turn():
+    y = _trunc._top_k(x, k)
+    q = p
+    if rare is not False:
+      both = (params.min_p > 0) & ~(params.top_p >= 1)
+      q = lax.cond(jnp.any(both), lambda: jnp.where(
+          _trunc._min_p_inside_top_p(y, p, _row(params.min_p)), 1.0, p), lambda: p)
+    return _trunc._top_p(y, q)
+
+  # (Each way is traced once: the thresholds come out of the first test, the choice is the
+  # second.)
+  both = jnp.any((params.top_k > 0) & ~(params.top_p >= 1))
+  thr, ok = lax.cond(both, lambda: _trunc._top_k_top_p_keys(x, k, p),
+                     lambda: (jnp.zeros(k.shape, jnp.uint32), jnp.zeros(k.shape, bool)))
+  return lax.cond(jnp.all(ok), lambda: _trunc._write(x, None, thr, x.dtype), in_turn)
 
 
 def _when(active, step, x):

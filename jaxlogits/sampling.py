@@ -19,11 +19,13 @@ vocabulary) is never drawn. A token of probability zero is never drawn.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jaxlogits import _checks
 from jaxlogits import _numerics as nm
@@ -80,20 +82,30 @@ def pick_in_block(chosen: jax.Array, u2: jax.Array) -> jax.Array:
   return jnp.where(j >= bs, last_positive, j)
 
 
-def block_weights(e: jax.Array, m: jax.Array, block: int) -> tuple[jax.Array, jax.Array]:
-  """``exp(e - m)`` of ``e`` ``[N, V]`` cut into blocks ``[N, V / block, block]`` (``V`` padded
-  with zeros to whole blocks) and the float32 sum of each block."""
-  wp = nm.blocks(jnp.exp(e - jnp.where(jnp.isfinite(m), m, 0.0)), block)
-  return wp, jnp.sum(wp, axis=-1)
+def weighed_blocks(blocks: jax.Array, weigh: Any, width: int, frac: int
+                   ) -> tuple[jax.Array, jax.Array, Any]:
+  """Fixed-point masses ``(hi, lo)`` ``[N, nb]`` of logits cut into blocks ``[N, nb, bs]`` whose
+  weights are ``weigh(logits)`` (elementwise), and ``weights_of`` for :func:`choose`.
+
+  Each block's float32 sum fuses with its weights, and the chosen block's weights are computed
+  again from its logits by the same expression, so no ``[N, V]`` array of weights is kept.
+  """
+  hi, lo = nm.to_limbs(jnp.sum(weigh(blocks), axis=-1), width, frac)
+  weights_of = lambda b: weigh(jnp.take_along_axis(blocks, b[:, None, None], axis=1,
+                                                   mode="promise_in_bounds"))[:, 0, :]
+  return hi, lo, weights_of
 
 
-def choose(wp: jax.Array, hi: jax.Array, lo: jax.Array, u: jax.Array, u2: jax.Array, width: int,
-           before: tuple[jax.Array, jax.Array] | None = None,
+def choose(weights_of: Any, hi: jax.Array, lo: jax.Array, u: jax.Array, u2: jax.Array,
+           width: int, before: tuple[jax.Array, jax.Array] | None = None,
            total: tuple[jax.Array, jax.Array] | None = None
            ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """The two-level pick among blocks ``wp`` ``[N, nb, bs]`` with fixed-point masses ``hi``,
-  ``lo`` ``[N, nb]``: ``(b, j, inside)``, the block whose prefix fractions bracket ``u``, the
-  position in it that ``u2`` picks, and whether ``u`` falls in these blocks at all.
+  """The two-level pick among ``nb`` blocks with fixed-point masses ``hi``, ``lo`` ``[N, nb]``:
+  ``(b, j, inside)``, the block whose prefix fractions bracket ``u``, the position in it that
+  ``u2`` picks, and whether ``u`` falls in these blocks at all.
+
+  ``weights_of(b)`` gives the weights ``[N, bs]`` of block ``b`` ``[N]`` of each row (computed
+  again from the logits, so that no ``[N, V]`` array of weights needs to be kept).
 
   The blocks may be one device's part of a row: ``before`` is the fixed-point mass ahead of them
   and ``total`` the row's (both ``(hi, lo)`` ``[N, 1]``); None for a whole row on one device.
@@ -106,29 +118,68 @@ def choose(wp: jax.Array, hi: jax.Array, lo: jax.Array, u: jax.Array, u2: jax.Ar
   starts = frac(nm.exclusive_prefix(hi), nm.exclusive_prefix(lo))
   end = frac(*own)[:, 0]
   b = jnp.clip(jnp.sum(starts <= u[:, None], axis=-1) - 1, 0, hi.shape[-1] - 1)
-  j = pick_in_block(jnp.take_along_axis(wp, b[:, None, None], axis=1)[:, 0, :], u2)
+  j = pick_in_block(weights_of(b), u2)
   return b, j, (starts[:, 0] <= u) & (u < end)
 
 
-def inverse_cdf(e: jax.Array, u: jax.Array, u2: jax.Array, block: int = BLOCK) -> jax.Array:
-  """Token per row of effective logits ``e`` ``[N, V]``: the block whose fixed-point prefix
-  fractions bracket ``u``, then the position inside it that ``u2`` picks.
+def inverse_cdf(x: jax.Array, u: jax.Array, u2: jax.Array, block: int = BLOCK,
+                inf_rule: bool = False) -> jax.Array:
+  """Token per row of logits ``x`` ``[N, V]``: the block whose fixed-point prefix fractions
+  bracket ``u``, then the position inside it that ``u2`` picks.
 
-  Rows with no finite entry give -1. Never returns a zero-probability index.
+  ``x`` holds effective logits, or with ``inf_rule`` NaN-free float32 logits to which the
+  +inf rule is applied as they are read, so the row is never copied: one pass takes the block
+  maxima (and from them the row maximum), one the block masses. Rows with no finite entry give
+  -1. Never returns a zero-probability index.
   """
-  m = jnp.max(e, axis=-1, keepdims=True)
-  wp, sums = block_weights(e, m, block)
-  width, frac = nm.limb_layout(sums.shape[-1])
-  b, j, _ = choose(wp, *nm.to_limbs(sums, width, frac), u, u2, width)
-  return jnp.where(jnp.isfinite(m[:, 0]), b * block + j, -1).astype(jnp.int32)
+  n, v = x.shape
+  nb = -(-v // block)
+  width, frac = nm.limb_layout(nb)
+  cut = jnp.pad(x, [(0, 0), (0, nb * block - v)],
+                constant_values=nm.NEG_INF).reshape(n, nb, block)
+  # (The barrier keeps XLA from turning the row max below into a second pass over the row.)
+  block_max = lax.optimization_barrier(jnp.max(cut, axis=-1))
+
+  def pick(block_max, effective):
+    m = jnp.max(block_max, axis=-1, keepdims=True)  # the row max, exactly
+    shift = jnp.where(jnp.isfinite(m), m, 0.0)[..., None]
+    hi, lo, weights_of = weighed_blocks(cut, lambda a: jnp.exp(effective(a) - shift), width,
+                                        frac)
+    b, j, _ = choose(weights_of, hi, lo, u, u2, width)
+    return jnp.where(jnp.isfinite(m[:, 0]), b * block + j, -1).astype(jnp.int32)
+
+  if not inf_rule:
+    return pick(block_max, lambda a: a)
+  # A row with +inf has 0 at those entries and -inf elsewhere, and its block maxima follow.
+  # The rule is a select on every entry (which XLA's fast CPU reductions do not fuse), so it is
+  # applied only when some row needs it.
+  any_inf = jnp.max(block_max, axis=-1, keepdims=True) == jnp.inf
+  return lax.cond(jnp.any(any_inf),
+                  lambda: pick(nm.with_inf_rule(block_max, any_inf),
+                               lambda a: nm.with_inf_rule(a, any_inf[..., None])),
+                  lambda: pick(block_max, lambda a: a))
 
 
-@jax.jit
-def _sample(keys, logits):
-  e = nm.effective(nm.sanitize(logits))
-  flat = e.reshape((-1, e.shape[-1]))
+@functools.partial(jax.jit, static_argnames="nan_free")
+def _sample(keys, logits, nan_free=False):
+  """The draw of :func:`sample` (``nan_free``: the caller guarantees no NaN, as the
+  truncations' outputs are, and the test for it is skipped)."""
+  flat = logits.astype(jnp.float32).reshape((-1, logits.shape[-1]))
   u, u2 = uniforms(keys)
-  idx = inverse_cdf(flat, u.reshape(-1), u2.reshape(-1))
+  u, u2 = u.reshape(-1), u2.reshape(-1)
+  if nan_free:
+    idx = inverse_cdf(flat, u, u2, inf_rule=True)
+  else:
+    # One sum per row is NaN or +inf where a row holds NaN or +inf (or overflows): only then are
+    # the logits cleaned, in copies of a few rows at a time (a whole-batch copy would be a
+    # temporary of every call); otherwise the draw reads them as they are.
+    def cleaned():
+      return nm.by_row_blocks(
+          lambda r, _: inverse_cdf(nm.effective(nm.sanitize(r[0])), r[1], r[2]),
+          nm.block_rows(*flat.shape), (flat, u, u2))
+    total = jnp.sum(flat, axis=-1)
+    idx = lax.cond(jnp.any(jnp.isnan(total) | (total == jnp.inf)), cleaned,
+                   lambda: inverse_cdf(flat, u, u2))
   return idx.reshape(logits.shape[:-1])
 
 

@@ -504,16 +504,17 @@ def _draw(e, u, u2, axis_name, vocab_size):
   width, frac = nm.limb_layout(-(-vocab_size // BLOCK))  # as for the unpadded row
   me = lax.axis_index(axis_name)
   m = _global_max(e, axis_name)
-  wp, sums = _sampling.block_weights(e, m, BLOCK)
-  hi, lo = nm.to_limbs(sums, width, frac)
+  shift = jnp.where(jnp.isfinite(m), m, 0.0)[..., None]
+  hi, lo, weights_of = _sampling.weighed_blocks(e.reshape(e.shape[0], vl // BLOCK, BLOCK),
+                                                lambda a: jnp.exp(a - shift), width, frac)
   # one (hi, lo) total per device and row: the only numbers that cross devices besides the max
   totals = lax.all_gather(jnp.concatenate(nm.limb_totals(hi, lo), -1), axis_name, axis=1,
                           tiled=False)  # [N, D, 2]
   before = jnp.sum(jnp.where((jnp.arange(totals.shape[1]) < me)[None, :, None], totals, 0),
                    axis=1)
   total = jnp.sum(totals, axis=1)
-  local_b, j, mine = _sampling.choose(wp, hi, lo, u, u2, width, (before[:, :1], before[:, 1:]),
-                                      (total[:, :1], total[:, 1:]))
+  local_b, j, mine = _sampling.choose(weights_of, hi, lo, u, u2, width,
+                                      (before[:, :1], before[:, 1:]), (total[:, :1], total[:, 1:]))
   token = jnp.where(mine, me * vl + local_b * BLOCK + j, -1)
   token = lax.pmax(token.astype(jnp.int32), axis_name)
   return jnp.where(jnp.isfinite(m[:, 0]), token, -1)

@@ -374,6 +374,18 @@ def _estimated_bracket(e, probs, mass_above, bound, p, hi, w_hi, rows, ops):
   return jnp.where(need, bound, lo), jnp.where(need, w_bound, w_lo), hi, w_hi
 
 
+def _candidates_log_z(vals: jax.Array, shift: jax.Array) -> jax.Array:
+  """The log-normaliser (less ``shift``) of a row whose every token is among ``vals``."""
+  return jnp.log(jnp.sum(jnp.exp(vals - shift), axis=-1, keepdims=True))
+
+
+def _nucleus_in(vals, shift, log_z, p):
+  """The nucleus among descending candidates ``vals``: ``(above, n_ok, thr)``, the mass above
+  each, how many qualify and the last that does (see ``_crossing``)."""
+  above = _mass_above(vals, jnp.exp((vals - shift) - log_z), jnp.zeros_like(shift))
+  return (above,) + _crossing(vals, above < p)
+
+
 def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, passes: int,
                  ops: RowOps | None = None, estimate: bool | None = None) -> jax.Array:
   """Threshold of top-p on effective logits ``e`` (row max ``m``): mass strictly above ``< p``.
@@ -391,12 +403,11 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
   # candidates: its normaliser is summed over them, and when every row is like that there is no
   # pass over the rows.
   sparse = (vals[..., -1:] == nm.NEG_INF) | (c == v)
-  from_candidates = jnp.log(jnp.sum(jnp.exp(vals - shift), axis=-1, keepdims=True))
+  from_candidates = _candidates_log_z(vals, shift)
   log_z = lax.cond(
       jnp.all(sparse), lambda: from_candidates,
       lambda: jnp.where(sparse, from_candidates, jnp.log(ops.row_sum(jnp.exp(e - shift)))))
-  above = _mass_above(vals, jnp.exp((vals - shift) - log_z), jnp.zeros_like(shift))
-  n_ok, thr = _crossing(vals, above < p)
+  above, n_ok, thr = _nucleus_in(vals, shift, log_z, p)
   fits = ((n_ok < c) | (c == v)) & ~nm.in_denormal_band(thr)
   # n_ok == 0 (p <= 0) gives thr = max: the keep-at-least-one rule.
   fast = nm.ordered_key(thr)
@@ -429,6 +440,40 @@ def _top_p(logits, p, candidates=TOP_P_CANDIDATES, passes=NUCLEUS_PASSES, estima
       jnp.any(active(p)), lambda: _nucleus_key(e, m, p, candidates, passes, estimate=estimate),
       lambda: _keep_all(m)), (p,), blocked=True)
   return _write(x, any_inf, jnp.where(active(p), thr, 0), logits.dtype)
+
+
+@jax.jit
+def _top_k_top_p_keys(logits, k, p):
+  """The threshold of ``top_p(top_k(logits, k), p)`` from top_k's candidates alone.
+
+  Where top_k keeps at most ``TOP_K_CANDIDATES - 1`` tokens, they are all among its candidates,
+  so top_p's candidate path (its whole row in the list; no pass over the logits) runs on them
+  as they are, padded to ``TOP_P_CANDIDATES`` with -inf exactly as top_p's own candidates
+  would be: the same values give the same threshold. Returns ``(thr, ok)``, both ``[..., 1]``:
+  ``keep iff ordered_key(x) >= thr`` in the rows that are ``ok``; the others (top_k off or
+  keeping too many, ``+inf``, denormal maxima or thresholds) need the two rules in turn.
+  """
+  x = logits.astype(jnp.float32)
+  v = x.shape[-1]
+  c = min(v, TOP_K_CANDIDATES)
+
+  def fn(e, m, k, p):
+    kk = jnp.clip(k, 1, v)
+    vals, _ = nm.top_values(e, c)
+    kth = jnp.take_along_axis(vals, jnp.minimum(kk, c) - 1, axis=-1)
+    kept = jnp.where(vals >= kth, vals, nm.NEG_INF)  # top_k's survivors, descending
+    pad = max(0, min(v, TOP_P_CANDIDATES) - c)
+    cand = jnp.pad(kept, [(0, 0)] * (kept.ndim - 1) + [(0, pad)], constant_values=nm.NEG_INF)
+    shift = jnp.where(jnp.isfinite(m), m, 0.0)
+    _, n_ok, thr = _nucleus_in(cand, shift, _candidates_log_z(cand, shift), p)
+    ok = ((k > 0) & (k < v) & (kk <= c) & ((vals[..., -1:] < kth) | (c == v))
+          & (m < jnp.inf) & ~nm.in_denormal_band(m) & ~nm.in_denormal_band(kth)
+          & ~nm.in_denormal_band(thr))
+    key_p = jnp.where(p >= 1, jnp.uint32(0), nm.ordered_key(thr))
+    return jnp.maximum(nm.ordered_key(kth), key_p), ok
+
+  (thr, ok), _ = nm.dispatch(x, fn, (k, p), inf_rule=False, blocked=True)
+  return thr, ok
 
 
 def top_p(logits: Any, p: Any) -> jax.Array:

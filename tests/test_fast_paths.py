@@ -124,6 +124,75 @@ def test_min_p_key_threshold_matches_reference(data):
 
 
 # --------------------------------------------------------------------------------------------
+# the pipeline runs top_p on top_k's candidates where top_k keeps few tokens
+
+
+def _in_turn(logits, k, p):
+  return truncation._top_p(truncation._top_k(jnp.asarray(logits), jnp.asarray(k)[:, None]),
+                           jnp.asarray(p)[:, None])
+
+
+def _fused(logits, k, p):
+  x = jnp.asarray(logits)
+  thr, ok = truncation._top_k_top_p_keys(x, jnp.asarray(k)[:, None], jnp.asarray(p)[:, None])
+  return truncation._write(x, None, thr, x.dtype), np.asarray(ok)[:, 0]
+
+
+def _pipeline_top_k_top_p(logits, k, p):
+  """The pipeline's top_k then top_p, and the two rules in turn on the same input (the
+  pipeline's temperature 1, which flushes denormals as any float arithmetic does on CPU)."""
+  from jaxlogits import pipeline
+  from jaxlogits.temperature import _temperature
+  params = pipeline.SamplingParams.create(logits.shape[0], top_k=k, top_p=p)
+  x = _temperature(jnp.asarray(logits), jnp.ones((logits.shape[0], 1)))
+  return (np.asarray(pipeline.process_logits(jnp.asarray(logits), params)),
+          np.asarray(_in_turn(x, k, p)))
+
+
+@hypothesis.given(data=st.data())
+def test_top_p_on_top_k_candidates_gives_the_bits_of_the_two_rules(data):
+  logits = data.draw(S.logit_batches(max_rows=3, max_size=200), label="logits")
+  n, v = logits.shape
+  k = np.array([data.draw(S.top_ks(v)) for _ in range(n)], np.int32)
+  p = np.array([data.draw(S.top_ps()) for _ in range(n)], np.float32)
+  want = np.asarray(_in_turn(logits, k, p))
+  got, ok = _fused(logits, k, p)
+  np.testing.assert_array_equal(np.asarray(got)[ok], want[ok])
+  np.testing.assert_array_equal(*_pipeline_top_k_top_p(logits, k, p))
+
+
+@pytest.mark.parametrize("k", [1, 7, 50, 63, 64, 700])
+def test_top_p_on_top_k_candidates_on_long_rows(k):
+  # Long rows (the blocked candidate search): heavy ties, -inf, denormals, NaN, +inf, p = 1.
+  rng = np.random.default_rng(k)
+  v = 40000
+  logits = (rng.normal(size=(7, v)) * 3).astype(np.float32)
+  logits[1] = rng.integers(-50, 50, size=v)
+  logits[2, rng.integers(0, v, 2000)] = -np.inf
+  logits[3] = rng.choice(np.array([1e-40, -1e-40, 0.0, -0.0, 1e-45], np.float32), v)
+  logits[4, 5] = np.nan
+  logits[5, 9] = np.inf
+  kk = np.full(7, k, np.int32)
+  p = np.array([0.9, 0.5, 0.9, 0.9, 0.8, 0.9, 1.0], np.float32)
+  want = np.asarray(_in_turn(logits, kk, p))
+  got, ok = _fused(logits, kk, p)
+  np.testing.assert_array_equal(np.asarray(got)[ok], want[ok])
+  np.testing.assert_array_equal(*_pipeline_top_k_top_p(logits, kk, p))
+  # The shortcut is taken where top_k keeps fewer tokens than its candidates, and not for
+  # +inf or denormal rows, nor where ties carry top_k past its candidates.
+  if k < 64:
+    assert ok[[0, 2, 4, 6]].all()
+    assert not ok[[3, 5]].any()
+  else:
+    assert not ok.any()
+  ps = np.array([_safe_p(row, pi) if pi < 1 else 1.0 for row, pi in zip(want, p)])
+  ref = R.apply_rows(R.top_p_ref, R.apply_rows(R.top_k_ref, logits, kk), ps)
+  ours = _pipeline_top_k_top_p(logits, kk, ps.astype(np.float32))[0]
+  rows = [0, 1, 2, 4, 5, 6]  # (the pipeline's temperature flushes row 3's denormals)
+  assert_same_masks_and_values(ours[rows], ref[rows], exact_values=True)
+
+
+# --------------------------------------------------------------------------------------------
 # the pipeline skips top_p where the min_p cut lies inside the nucleus
 
 

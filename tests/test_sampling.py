@@ -191,6 +191,30 @@ def test_fixed_point_block_masses_are_exact_and_split_independent():
   np.testing.assert_allclose(f, exact.astype(float), rtol=0, atol=2**-23)
 
 
+@pytest.mark.parametrize("block_bytes", [None, 8 * 1000])
+def test_rows_with_nan_draw_as_their_cleaned_rows(monkeypatch, block_bytes):
+  # A batch with NaN takes the cleaning branch (in row blocks: two rows at a time with the small
+  # budget); its draws are bitwise those of the same rows with NaN replaced by -inf, and the
+  # draw that skips the NaN test gives the same tokens on rows without NaN (+inf rows too).
+  if block_bytes:
+    monkeypatch.setattr(_numerics, "ROW_BLOCK_BYTES", block_bytes)
+  rng = np.random.default_rng(4)
+  v = 1000
+  x = (rng.normal(size=(6, v)) * 3).astype(np.float32)
+  x[0, 7] = np.nan
+  x[1, :] = np.nan
+  x[2, 3] = np.inf
+  x[3, [5, 900]] = [np.inf, np.nan]
+  x[4, rng.integers(0, v, 900)] = -np.inf
+  keys = sampling.row_keys(jax.random.key(2), (6,))
+  clean = np.where(np.isnan(x), -np.inf, x)
+  got = sampling._sample(keys, jnp.asarray(x))
+  want = sampling._sample(keys, jnp.asarray(clean))
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(sampling._sample(keys, jnp.asarray(clean), nan_free=True), want)
+  assert int(got[1]) == -1 and int(got[2]) == 3 and int(got[3]) == 5
+
+
 def test_greedy_lowest_index_on_ties_and_nan():
   logits = jnp.array([[1.0, 3.0, 3.0, jnp.nan], [jnp.inf, 0.0, jnp.inf, 1.0]])
   np.testing.assert_array_equal(jl.greedy(logits), [1, 0])
