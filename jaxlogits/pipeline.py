@@ -383,7 +383,7 @@ def _top_k_then_top_p(x, params, rare):
   # second.)
   both = jnp.any((params.top_k > 0) & ~(params.top_p >= 1))
   thr, ok = lax.cond(both, lambda: _trunc._top_k_top_p_keys(x, k, p),
-                     lambda: (jnp.zeros(k.shape, jnp.uint32), jnp.zeros(k.shape, bool)))
+                     lambda: (jnp.zeros_like(x[:, :1], jnp.uint32), jnp.zeros_like(x[:, :1], bool)))
   return lax.cond(jnp.all(ok), lambda: _trunc._write(x, None, thr, x.dtype), in_turn)
 
 
