@@ -381,9 +381,10 @@ def _top_k_then_top_p(x, params, rare):
 
   # (Each way is traced once: the thresholds come out of the first test, the choice is the
   # second.)
-  both = jnp.any((params.top_k > 0) & ~(params.top_p >= 1))
-  thr, ok = lax.cond(both, lambda: _trunc._top_k_top_p_keys(x, k, p),
-                     lambda: (jnp.zeros_like(x[:, :1], jnp.uint32), jnp.zeros_like(x[:, :1], bool)))
+  fusable = jnp.any((params.top_k > 0) & ~(params.top_p >= 1))
+  none = lambda dtype: jnp.zeros_like(x[:, :1], dtype)  # typed like the logits (shard_map)
+  thr, ok = lax.cond(fusable, lambda: _trunc._top_k_top_p_keys(x, k, p),
+                     lambda: (none(jnp.uint32), none(bool)))
   return lax.cond(jnp.all(ok), lambda: _trunc._write(x, None, thr, x.dtype), in_turn)
 
 

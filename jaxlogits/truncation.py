@@ -87,13 +87,18 @@ def _cond(pred, true_fn, false_fn, operand=None):
 # top_k
 
 
+def _kth_candidate(x: jax.Array, k: jax.Array, c: int):
+  """``(kk, vals, kth)``: ``k`` clipped to ``[1, V]``, the ``c`` largest values of each row
+  (descending) and the ``min(kk, c)``-th of them (the k-th largest where ``kk <= c``)."""
+  kk = jnp.clip(k, 1, x.shape[-1])
+  vals, _ = nm.top_values(x, c)
+  return kk, vals, jnp.take_along_axis(vals, jnp.minimum(kk, c) - 1, axis=-1)
+
+
 def _kth_key(x: jax.Array, k: jax.Array, candidates: int) -> jax.Array:
   """Threshold of ``x >= kth_largest(x)`` per row for ``1 <= k <= V`` (ties kept)."""
-  v = x.shape[-1]
-  kk = jnp.clip(k, 1, v)
-  c = min(v, candidates)
-  vals, _ = nm.top_values(x, c)
-  kth = jnp.take_along_axis(vals, jnp.minimum(kk, c) - 1, axis=-1)
+  c = min(x.shape[-1], candidates)
+  kk, _, kth = _kth_candidate(x, k, c)
   fast = nm.ordered_key(kth)
   # The exact search handles k beyond the candidates, and a k-th value among denormals, which
   # the CPU's float comparisons (inside lax.top_k) may treat as zero.
@@ -458,9 +463,7 @@ def _top_k_top_p_keys(logits, k, p):
   c = min(v, TOP_K_CANDIDATES)
 
   def fn(e, m, k, p):
-    kk = jnp.clip(k, 1, v)
-    vals, _ = nm.top_values(e, c)
-    kth = jnp.take_along_axis(vals, jnp.minimum(kk, c) - 1, axis=-1)
+    kk, vals, kth = _kth_candidate(e, k, c)
     kept = jnp.where(vals >= kth, vals, nm.NEG_INF)  # top_k's survivors, descending
     pad = max(0, min(v, TOP_P_CANDIDATES) - c)
     cand = jnp.pad(kept, [(0, 0)] * (kept.ndim - 1) + [(0, pad)], constant_values=nm.NEG_INF)
