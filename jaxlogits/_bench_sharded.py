@@ -21,9 +21,11 @@ top_p 0.95 keeps about a third of the vocabulary and takes the nucleus search (`
 ``D`` devices; ``row = 4B`` bytes):
 
 * the ``+inf`` flag (top_p, min_p, draw): 3 all-reduces of ``row``;
-* top_p: an all-reduce of the maximum (``row``); then one all-reduce of ``2 row`` (a fixed-point
-  mass, two ``uint32``) for each call of ``RowOps.row_sum`` (the normaliser, each full pass of
-  the search, and the bisection's 32 passes if it runs) and for each call of ``RowOps.sub_sum``
+* top_p: an all-reduce of the maximum (``row``) and one of the minimum (``row``: whether every
+  logit of the row is finite); then one all-reduce of ``2 row`` (a fixed-point mass, two
+  ``uint32``) for each call of ``RowOps.row_sum`` (the normaliser, the mass at ``t_q`` that
+  tells a nucleus too wide for the candidates, each full pass of the search, and the
+  bisection's 32 passes if it runs) and for each call of ``RowOps.sub_sum``
   (each pass of the search's estimate over the subsample, when it runs: see
   ``truncation.estimate_by_default``), and one all-gather of ``c row`` for
   each call of ``RowOps.top`` with ``c`` values (the 128 candidates, the 64 largest inside the
@@ -135,7 +137,8 @@ def top_p_calls(logits: np.ndarray, p: float) -> dict:
     jax.debug.callback(lambda: calls["top"].append(c))
     return nm.top_values(x, c)[0]
 
-  ops = truncation.RowOps(v, row_sum, top, sub_sum if truncation.estimate_by_default(v) else None)
+  ops = truncation.RowOps(v, row_sum, top, sub_sum if truncation.estimate_by_default(v) else None,
+                          truncation._one_device(v).all_finite)
   e = jnp.asarray(logits)  # W2's temperature 1.0 leaves finite logits as they are
   pp = jnp.full((e.shape[0], 1), p, jnp.float32)
   jax.block_until_ready(jax.jit(lambda e, pp: truncation._nucleus_key(
@@ -151,7 +154,7 @@ def formula_bytes(batch: int, devices: int, calls: dict) -> int:
   row = 4 * batch
   inf_flags = 3 * ar(row)
   sums = calls["row_sum"] + calls["sub_sum"]
-  top_p = ar(row) + sums * ar(2 * row) + sum(ag(c * row) for c in calls["top"])
+  top_p = 2 * ar(row) + sums * ar(2 * row) + sum(ag(c * row) for c in calls["top"])
   min_p = 2 * ar(row)
   draw = ar(row) + ag(2 * row) + ar(row)
   return inf_flags + top_p + min_p + draw

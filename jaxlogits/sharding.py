@@ -261,11 +261,15 @@ def _row_ops(axis_name, vocab_size):
     return lax.bitcast_convert_type(_key_to_float(_gather_top(nm.signed_key(x), c, axis_name)),
                                     jnp.float32)
 
+  def all_finite(x):  # the padding ids (-inf) do not count
+    low = jnp.min(jnp.where(_ids(x, axis_name) < vocab_size, x, jnp.inf), axis=-1, keepdims=True)
+    return lax.pmin(low, axis_name) > _NEG_INF
+
   psum = lambda a: lax.psum(a, axis_name)
   return _trunc.RowOps(
       vocab_size, lambda w: nm.exact_sum(w, vocab_size, psum), top,
       (lambda w: nm.exact_sum(w, vocab_size, psum, block=BLOCK // _trunc.SUBSAMPLE))
-      if _trunc.estimate_by_default(vocab_size) else None)
+      if _trunc.estimate_by_default(vocab_size) else None, all_finite)
 
 
 def _nucleus_mask(e, p, axis_name, vocab_size):

@@ -172,11 +172,13 @@ class RowOps(NamedTuple):
     sub_sum: ``w [N, Vl / SUBSAMPLE] -> [N, 1]``, the exact sum of weights given on the row's
       subsample ``x[..., ::SUBSAMPLE]`` (one sum per 256-token block of the row, like
       ``row_sum``, so a split row gives the same value); None to search without the estimate.
+    all_finite: ``x [N, Vl] -> [N, 1]``, whether every one of the row's ``V`` logits is finite.
   """
   vocab_size: int
   row_sum: Callable
   top: Callable
   sub_sum: Callable
+  all_finite: Callable
 
 
 def estimate_by_default(vocab_size: int) -> bool:
@@ -193,8 +195,10 @@ def estimate_by_default(vocab_size: int) -> bool:
 def _one_device(v: int, estimate: bool | None = None) -> RowOps:
   estimate = estimate_by_default(v) if estimate is None else estimate
   sub_sum = lambda w: nm.exact_sum(w, v, block=nm.BLOCK // SUBSAMPLE)
+  # (A float min reduction is a fast pass on CPU; the logits here hold no NaN.)
+  all_finite = lambda x: jnp.min(x, axis=-1, keepdims=True) > nm.NEG_INF
   return RowOps(v, lambda w: nm.exact_sum(w, v), lambda x, c: nm.top_values(x, c)[0],
-                sub_sum if estimate else None)
+                sub_sum if estimate else None, all_finite)
 
 
 def _mass_above(vals: jax.Array, w: jax.Array, base: jax.Array) -> jax.Array:
@@ -398,31 +402,73 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
   ``ops`` reads the row (:class:`RowOps`; one device when None, with the search's estimate as
   ``estimate`` says, by default ``estimate_by_default``). Every mass is an exact fixed-point sum,
   so a row split over devices gives the same threshold.
+
+  The candidates (the ``c`` largest values) serve a nucleus of fewer than ``c`` tokens. A row
+  whose logits are all finite first gets its normaliser and one mass pass at the probability
+  ``q = p / (2c)``: the ``c`` largest tokens carry at most ``W(t_q) + c q`` (those above ``t_q``,
+  then at most ``c`` tokens of probability at most ``q``), so when that is below ``p`` the
+  nucleus cannot fit, the candidates are skipped and the search starts from the bracket end
+  ``t_q`` (``W(t_q) < p``). This is the flat row, whose nucleus holds thousands of tokens.
   """
   ops = _one_device(e.shape[-1], estimate) if ops is None else ops
   v = ops.vocab_size
   c = min(v, candidates)
-  vals = ops.top(e, c)
   shift = jnp.where(jnp.isfinite(m), m, 0.0)
-  # A row with at most c finite logits (after a top-k, say) has its whole distribution in the
-  # candidates: its normaliser is summed over them, and when every row is like that there is no
-  # pass over the rows.
-  sparse = (vals[..., -1:] == nm.NEG_INF) | (c == v)
-  from_candidates = _candidates_log_z(vals, shift)
-  log_z = lax.cond(
-      jnp.all(sparse), lambda: from_candidates,
-      lambda: jnp.where(sparse, from_candidates, jnp.log(ops.row_sum(jnp.exp(e - shift)))))
-  above, n_ok, thr = _nucleus_in(vals, shift, log_z, p)
-  fits = ((n_ok < c) | (c == v)) & ~nm.in_denormal_band(thr)
-  # n_ok == 0 (p <= 0) gives thr = max: the keep-at-least-one rule.
-  fast = nm.ordered_key(thr)
+  keep_all = jnp.broadcast_to(p >= 1, m.shape)
+  log_z_of = lambda: jnp.log(ops.row_sum(jnp.exp(e - shift)))
+  # (Under shard_map both branches of a cond must vary over the same mesh axes: those of e.)
+  like_e = lambda outs: nm.same_varying((e[..., :1],) + tuple(outs))[1:]
+  if c < v:
+    full = ops.all_finite(e) & (p < 1)
+
+    def measure_q():
+      log_z = log_z_of()
+      t = shift + log_z + jnp.log(p / (2 * c))
+      t = jnp.where(jnp.isfinite(t), t, m)
+      w = ops.row_sum(jnp.where(e > t, jnp.exp((e - shift) - log_z), 0.0))
+      bound = w + c * jnp.exp((t - shift) - log_z)
+      return log_z, t, w, full & (bound < p * (1 - 1e-3)) & ~nm.in_denormal_band(t) & (t < m)
+
+    log_z_full, t_q, w_q, wide = lax.cond(
+        jnp.any(full), lambda: like_e(measure_q()),
+        lambda: like_e((jnp.zeros_like(m), m, jnp.zeros_like(m), jnp.zeros_like(full))))
+  else:
+    full = wide = jnp.zeros(m.shape, bool)
+    log_z_full, t_q, w_q = jnp.zeros_like(m), m, jnp.zeros_like(m)
+
+  def with_candidates():
+    vals = ops.top(e, c)
+    # A row with at most c finite logits (after a top-k, say) has its whole distribution in the
+    # candidates: its normaliser is summed over them, and when every row is like that there is
+    # no pass over the rows.
+    sparse = (vals[..., -1:] == nm.NEG_INF) | (c == v)
+    from_candidates = _candidates_log_z(vals, shift)
+    log_z = jnp.where(full, log_z_full, lax.cond(
+        jnp.all(sparse | full), lambda: from_candidates,
+        lambda: jnp.where(sparse, from_candidates, log_z_of())))
+    above, n_ok, thr = _nucleus_in(vals, shift, log_z, p)
+    # (p >= 1 keeps every token: the callers drop those rows, so they only must not search.)
+    fits = ((n_ok < c) | (c == v)) & ~nm.in_denormal_band(thr) & ~wide | keep_all
+    # n_ok == 0 (p <= 0) gives thr = max: the keep-at-least-one rule.
+    search = ~fits & (n_ok == c) & ~nm.in_denormal_band(vals[..., -1:])
+    return (log_z, fits, jnp.where(keep_all, jnp.uint32(0), nm.ordered_key(thr)), search,
+            vals[..., -1:], above[..., -1:])
+
+  def without_candidates():  # every row wide or keeping all
+    return (log_z_full, keep_all, jnp.zeros(m.shape, jnp.uint32), wide, t_q, w_q)
+
+  log_z, fits, fast, search, hi, w_hi = lax.cond(jnp.all(wide | keep_all),
+                                                 lambda: like_e(without_candidates()),
+                                                 lambda: like_e(with_candidates()))
+  # A wide row starts its search from t_q whichever way went: its result never depends on the
+  # other rows of its block.
+  search, hi, w_hi = search | wide, jnp.where(wide, t_q, hi), jnp.where(wide, w_q, w_hi)
 
   def slow():
     top = nm.ordered_key(m)
-    search = ~fits & (n_ok == c) & ~nm.in_denormal_band(vals[..., -1:])
     if passes > 0:
-      ok, found = _nucleus_search(e, shift, log_z, p, vals[..., -1:], above[..., -1:], search,
-                                  passes, min(v, NUCLEUS_EXTRACT), ops)
+      ok, found = _nucleus_search(e, shift, log_z, p, hi, w_hi, search, passes,
+                                  min(v, NUCLEUS_EXTRACT), ops)
     else:
       ok, found = jnp.zeros_like(fits), fast
     partial = jnp.where(fits, fast, jnp.where(ok, jnp.minimum(found, top), top))

@@ -91,13 +91,14 @@ def test_sharded_bench_counts_the_collectives_it_runs():
   assert proc.returncode == 0, proc.stderr[-4000:]
   res = json.loads(proc.stdout.strip().splitlines()[-1])
   assert res["devices"] == 8 and res["tokens_equal"], res
-  # a flat row at top_p 0.95: the candidates, then the search (normaliser, the full passes; no
-  # estimate over the subsample for a row this short) and the tokens of its final bracket
-  assert res["top_p_gathers"] == [128, 64] and 3 <= res["top_p_mass_sums"] <= 19, res
+  # a flat row at top_p 0.95: too wide a nucleus for the candidates (told by the normaliser and
+  # one mass pass), so straight to the search (its full passes; no estimate over the subsample
+  # for a row this short) and the tokens of its final bracket
+  assert res["top_p_gathers"] == [64] and 4 <= res["top_p_mass_sums"] <= 20, res
   assert res["top_p_sample_sums"] == 0, res
   sums = res["top_p_mass_sums"] + res["top_p_sample_sums"]
   row, ar = 4 * 4, lambda n: 2 * 7 * n // 8
-  want = (3 * ar(row) + ar(row) + sums * ar(2 * row) + 7 * 192 * row
+  want = (3 * ar(row) + 2 * ar(row) + sums * ar(2 * row) + 7 * 64 * row
           + 2 * ar(row) + ar(row) + 7 * 2 * row + ar(row))
   assert res["bytes_crossed_per_step"] == want
   assert res["bytes_crossed_per_step"] < res["bytes_full_gather"] / 10
