@@ -74,6 +74,13 @@ def _unless_identity(active, rule, logits, param):
                   lambda: nm.finish(nm.sanitize(logits), logits.dtype))
 
 
+def _when_any(active, thresholds, x, with_inf=False):
+  """``thresholds()`` (a rule's ``nm.dispatch``) when some row is ``active``; else keep-all
+  thresholds (and no ``+inf`` rows), without the dispatch's two passes over the rows."""
+  none = lambda: (_keep_all(x[..., :1]), jnp.zeros_like(x[..., :1], bool))
+  return lax.cond(jnp.any(active), thresholds, none if with_inf else lambda: none()[0])
+
+
 def _masked(x, keep, active):
   return jnp.where(active, nm.apply_mask(x, keep), x)
 
@@ -115,9 +122,9 @@ def _kth_key(x: jax.Array, k: jax.Array, candidates: int) -> jax.Array:
 def _top_k(logits, k, candidates=TOP_K_CANDIDATES):
   x = logits.astype(jnp.float32)
   active = lambda k: (k > 0) & (k < x.shape[-1])
-  thr, _ = nm.dispatch(x, lambda e, m, k: lax.cond(
+  thr = _when_any(active(k), lambda: nm.dispatch(x, lambda e, m, k: lax.cond(
       jnp.any(active(k)), lambda: _kth_key(e, k, candidates), lambda: _keep_all(m)), (k,),
-                       inf_rule=False, blocked=True)
+                                                 inf_rule=False, blocked=True)[0], x)
   return _write(x, None, jnp.where(active(k), thr, 0), logits.dtype)
 
 
@@ -241,18 +248,29 @@ def _secant(lo, f_lo, hi, f_hi):
   return (lo * f_hi - hi * f_lo) / jnp.where(f_hi == f_lo, -1.0, f_hi - f_lo)
 
 
-def _regula_falsi(mass_above, unit, p, lo, w_lo, hi, w_hi, valid, passes, width):
+def _probit(w: jax.Array) -> jax.Array:
+  """The standard normal quantile of a mass, clipped away from 0 and 1: the search's scale,
+  on which the mass above a point of a smooth (near-Gaussian) logit distribution is close to a
+  straight line in the point, so a secant lands near the crossing."""
+  eps = jnp.float32(2.0 ** -24)
+  return jax.scipy.special.ndtri(jnp.clip(w, eps, 1.0 - eps))
+
+
+def _regula_falsi(mass_above, unit, p, lo, w_lo, hi, w_hi, valid, passes, width, scale=None):
   """Narrows brackets ``lo < t* <= hi`` of the point where ``mass_above`` crosses ``p``
   (``W(lo) >= p > W(hi)``; ``W`` non-increasing) until fewer than ``width`` tokens, each
   carrying more than ``unit(lo)``, can lie inside, or ``passes`` evaluations were made.
 
   Regula falsi with the Illinois rule (an end kept twice has its value halved), each point
-  pushed past the estimate by a quarter of ``width`` in expected token spacing, alternating
-  sides, so that both ends close in. Rows not ``valid``, and rows once closed, are left as they
+  pushed past the estimate by an eighth of ``width`` in expected token spacing, away from the
+  end that moved last, so that both ends close in. Rows not ``valid``, and rows once closed, are left as they
   are: a row's result never depends on the other rows of its batch (how long they take), so rows
-  worked in blocks, or split over devices, end with the same brackets. Returns
-  ``(lo, w_lo, hi, w_hi)``.
+  worked in blocks, or split over devices, end with the same brackets. ``scale`` (a monotone
+  map of masses, like :func:`_probit`) sets where the secant runs; the identity when None.
+  Returns ``(lo, w_lo, hi, w_hi)``.
   """
+  f = (lambda w: w - p) if scale is None else (lambda w: scale(w) - scale(p))
+
   def done(lo, w_lo, w_hi):
     return (w_lo - w_hi) < (width - 1) * unit(lo)
 
@@ -266,19 +284,20 @@ def _regula_falsi(mass_above, unit, p, lo, w_lo, hi, w_hi, valid, passes, width)
     width_t = hi - lo
     t = _secant(lo, f_lo, hi, f_hi)
     density = (w_lo - w_hi) / jnp.maximum(width_t, 1e-30)
-    delta = (width / 4) * unit(t) / jnp.maximum(density, 1e-30)
-    t = t + jnp.where(i % 2 == 0, -delta, delta)
+    delta = (width / 8) * unit(t) / jnp.maximum(density, 1e-30)
+    # Past the estimate, away from the end that moved last (so that the other end moves next).
+    t = t + jnp.where(last > 0, delta, -delta)
     t = _normal(jnp.clip(t, lo + 1e-4 * width_t, hi - 1e-4 * width_t), lo, hi)
     w = mass_above(t)
     below = w >= p
-    f_lo = jnp.where(below, w - p, jnp.where(last < 0, f_lo / 2, f_lo))
-    f_hi = jnp.where(below, jnp.where(last > 0, f_hi / 2, f_hi), w - p)
+    f_lo = jnp.where(below, f(w), jnp.where(last < 0, f_lo / 2, f_lo))
+    f_hi = jnp.where(below, jnp.where(last > 0, f_hi / 2, f_hi), f(w))
     lo, w_lo = jnp.where(below, t, lo), jnp.where(below, w, w_lo)
     hi, w_hi = jnp.where(below, hi, t), jnp.where(below, w_hi, w)
     new = (lo, w_lo, hi, w_hi, f_lo, f_hi, jnp.where(below, 1, -1))
     return nm.same_varying((i + 1,) + tuple(jnp.where(move, a, b) for a, b in zip(new, state[1:])))
 
-  state = nm.same_varying((jnp.int32(0), lo, w_lo, hi, w_hi, w_lo - p, w_hi - p,
+  state = nm.same_varying((jnp.int32(0), lo, w_lo, hi, w_hi, f(w_lo), f(w_hi),
                            jnp.zeros_like(lo, jnp.int32)))
   _, lo, w_lo, hi, w_hi, _, _, _ = lax.while_loop(cond, body, state)
   return lo, w_lo, hi, w_hi
@@ -326,7 +345,7 @@ def _nucleus_search(e, shift, log_z, p, hi, w_hi, rows, passes, extract, ops):
 
   # 3. Close the bracket on the full row, then read the tokens inside.
   lo, w_lo, hi, w_hi = _regula_falsi(mass_above, probs, p, lo, w_lo, hi, w_hi, valid, passes,
-                                     extract)
+                                     extract, _probit)
   inside = (e > lo) & (e <= hi)
   vals = ops.top(jnp.where(inside, e, nm.NEG_INF), extract)
   n_ok, thr_val = _crossing(vals, _mass_above(vals, probs(vals), w_hi) < p)
@@ -487,9 +506,9 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
 def _top_p(logits, p, candidates=TOP_P_CANDIDATES, passes=NUCLEUS_PASSES, estimate=None):
   x = logits.astype(jnp.float32)
   active = lambda p: ~(p >= 1)
-  thr, any_inf = nm.dispatch(x, lambda e, m, p: lax.cond(
+  thr, any_inf = _when_any(active(p), lambda: nm.dispatch(x, lambda e, m, p: lax.cond(
       jnp.any(active(p)), lambda: _nucleus_key(e, m, p, candidates, passes, estimate=estimate),
-      lambda: _keep_all(m)), (p,), blocked=True)
+      lambda: _keep_all(m)), (p,), blocked=True), x, with_inf=True)
   return _write(x, any_inf, jnp.where(active(p), thr, 0), logits.dtype)
 
 
