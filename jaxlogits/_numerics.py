@@ -59,7 +59,7 @@ def with_inf_rule(x: jax.Array, any_inf: jax.Array) -> jax.Array:
 
 
 def dispatch(x: jax.Array, fn: Callable, params: tuple = (), *, inf_rule: bool = True,
-             blocked: bool = False) -> tuple[Any, jax.Array]:
+             blocked: bool = False, finite: bool = False) -> tuple[Any, jax.Array]:
   """Runs ``fn(e, m, *params)`` on the effective logits ``e`` of float32 ``x`` and their exact
   row max.
 
@@ -73,7 +73,9 @@ def dispatch(x: jax.Array, fn: Callable, params: tuple = (), *, inf_rule: bool =
   rules that treat ``+inf`` as a value, like top-k). With ``blocked=True`` (for an ``fn`` that
   passes over its rows several times, or whose rare branch would keep whole-batch temporaries)
   the rows go through in cache-sized blocks on CPU (:func:`by_row_blocks`): each block takes
-  its own branch, with the same per-row results.
+  its own branch, with the same per-row results. With ``finite=True``, ``fn`` also gets
+  ``all_finite=`` ``[..., 1]``: whether every entry of the row of ``e`` is finite (in the common
+  case read off the sum above, so it costs no pass; a sum that overflows says False).
 
   Returns:
     ``(fn(e, m, *params), any_inf)`` with ``any_inf`` ``[..., 1]``: the rows the ``+inf`` rule
@@ -84,23 +86,26 @@ def dispatch(x: jax.Array, fn: Callable, params: tuple = (), *, inf_rule: bool =
   rows = block_rows(n, v) if blocked and x.ndim > 1 else n
   if rows < n:
     flat = [jnp.broadcast_to(q, lead + q.shape[-1:]).reshape(n, q.shape[-1]) for q in params]
-    out = by_row_blocks(lambda r, _: dispatch(r[0], fn, tuple(r[1]), inf_rule=inf_rule), rows,
-                        (x.reshape(n, v), flat))
+    out = by_row_blocks(lambda r, _: dispatch(r[0], fn, tuple(r[1]), inf_rule=inf_rule,
+                                              finite=finite), rows, (x.reshape(n, v), flat))
     return jax.tree.map(lambda a: a.reshape(lead + a.shape[1:]), out)
   mx = jnp.max(x, axis=-1, keepdims=True)
   total = jnp.sum(x, axis=-1, keepdims=True)
   plain = ~jnp.any(jnp.isnan(total) | (mx == jnp.inf) | in_denormal_band(mx))
   no_inf = jnp.zeros_like(mx, bool)
 
+  extra = lambda total: {"all_finite": jnp.isfinite(total)} if finite else {}
+
   def fast():
-    return fn(x, mx, *params), no_inf
+    return fn(x, mx, *params, **extra(total)), no_inf
 
   def general():
     c = sanitize(x)
     if inf_rule:
       e, m, any_inf = effective_and_max(c)
-      return fn(e, m, *params), any_inf
-    return fn(c, row_max(c), *params), no_inf
+    else:
+      e, m, any_inf = c, row_max(c), no_inf
+    return fn(e, m, *params, **extra(jnp.sum(e, axis=-1, keepdims=True))), any_inf
 
   return lax.cond(plain, fast, general)
 

@@ -21,6 +21,8 @@ def _temperature(logits: jax.Array, t: jax.Array) -> jax.Array:
   # +inf and -inf entries stay as they are (inf / inf would be NaN for t = inf under jit).
   scaled = jnp.where(jnp.isinf(x), x, x / jnp.where(positive, t, 1.0))
   scaled = nm.clamp_finite(scaled, jnp.isfinite(x), logits.dtype)
+  # t = 1 leaves the row exactly as it is (on CPU the division would flush denormals to zero).
+  scaled = jnp.where(t == 1, x, scaled)
   # t == 0 (and, under jit, t < 0 or NaN): only the argmax survives, lowest index on ties. The
   # argmax pass runs only when some row needs it.
   first = lax.cond(jnp.any(~positive), lambda: nm.first_argmax(x)[..., None],

@@ -263,10 +263,11 @@ def _regula_falsi(mass_above, unit, p, lo, w_lo, hi, w_hi, valid, passes, width,
 
   Regula falsi with the Illinois rule (an end kept twice has its value halved), each point
   pushed past the estimate by an eighth of ``width`` in expected token spacing, away from the
-  end that moved last, so that both ends close in. Rows not ``valid``, and rows once closed, are left as they
-  are: a row's result never depends on the other rows of its batch (how long they take), so rows
-  worked in blocks, or split over devices, end with the same brackets. ``scale`` (a monotone
-  map of masses, like :func:`_probit`) sets where the secant runs; the identity when None.
+  end that moved last, so that both ends close in. Rows not ``valid``, and rows once closed, are
+  left as they are: a row's result never depends on the other rows of its batch (how long they
+  take), so rows worked in blocks, or split over devices, end with the same brackets. ``scale``
+  (a monotone map of masses, like :func:`_probit`) sets where the secant runs; the identity
+  when None.
   Returns ``(lo, w_lo, hi, w_hi)``.
   """
   f = (lambda w: w - p) if scale is None else (lambda w: scale(w) - scale(p))
@@ -415,12 +416,14 @@ def _nucleus_in(vals, shift, log_z, p):
 
 
 def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, passes: int,
-                 ops: RowOps | None = None, estimate: bool | None = None) -> jax.Array:
+                 ops: RowOps | None = None, estimate: bool | None = None,
+                 all_finite: jax.Array | None = None) -> jax.Array:
   """Threshold of top-p on effective logits ``e`` (row max ``m``): mass strictly above ``< p``.
 
   ``ops`` reads the row (:class:`RowOps`; one device when None, with the search's estimate as
   ``estimate`` says, by default ``estimate_by_default``). Every mass is an exact fixed-point sum,
-  so a row split over devices gives the same threshold.
+  so a row split over devices gives the same threshold. ``all_finite`` (``[..., 1]``, from
+  ``nm.dispatch``) spares ``ops.all_finite``'s pass when given.
 
   The candidates (the ``c`` largest values) serve a nucleus of fewer than ``c`` tokens. A row
   whose logits are all finite first gets its normaliser and one mass pass at the probability
@@ -438,15 +441,16 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
   # (Under shard_map both branches of a cond must vary over the same mesh axes: those of e.)
   like_e = lambda outs: nm.same_varying((e[..., :1],) + tuple(outs))[1:]
   if c < v:
-    full = ops.all_finite(e) & (p < 1)
+    full = (ops.all_finite(e) if all_finite is None else all_finite) & (p < 1)
 
     def measure_q():
       log_z = log_z_of()
       t = shift + log_z + jnp.log(p / (2 * c))
-      t = jnp.where(jnp.isfinite(t), t, m)
+      finite_t = jnp.isfinite(t)  # p <= 0 has no such point
+      t = jnp.where(finite_t, jnp.minimum(t, m), m)  # above the max: the max (W = 0 there)
       w = ops.row_sum(jnp.where(e > t, jnp.exp((e - shift) - log_z), 0.0))
       bound = w + c * jnp.exp((t - shift) - log_z)
-      return log_z, t, w, full & (bound < p * (1 - 1e-3)) & ~nm.in_denormal_band(t) & (t < m)
+      return log_z, t, w, full & (bound < p * (1 - 1e-3)) & ~nm.in_denormal_band(t) & finite_t
 
     log_z_full, t_q, w_q, wide = lax.cond(
         jnp.any(full), lambda: like_e(measure_q()),
@@ -506,9 +510,10 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
 def _top_p(logits, p, candidates=TOP_P_CANDIDATES, passes=NUCLEUS_PASSES, estimate=None):
   x = logits.astype(jnp.float32)
   active = lambda p: ~(p >= 1)
-  thr, any_inf = _when_any(active(p), lambda: nm.dispatch(x, lambda e, m, p: lax.cond(
-      jnp.any(active(p)), lambda: _nucleus_key(e, m, p, candidates, passes, estimate=estimate),
-      lambda: _keep_all(m)), (p,), blocked=True), x, with_inf=True)
+  thr, any_inf = _when_any(active(p), lambda: nm.dispatch(x, lambda e, m, p, all_finite: lax.cond(
+      jnp.any(active(p)), lambda: _nucleus_key(e, m, p, candidates, passes, estimate=estimate,
+                                               all_finite=all_finite),
+      lambda: _keep_all(m)), (p,), blocked=True, finite=True), x, with_inf=True)
   return _write(x, any_inf, jnp.where(active(p), thr, 0), logits.dtype)
 
 

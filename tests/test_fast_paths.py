@@ -92,6 +92,26 @@ def test_the_search_decides_long_rows_without_bisection(estimate):
   assert bool(jnp.all(ok))
 
 
+def test_a_nucleus_too_wide_for_the_candidates_skips_them():
+  # A flat row (every logit finite) at p = 0.9 keeps most of its tokens: its normaliser and
+  # the mass at q = p / 256 show that the 128 candidates cannot hold the nucleus, so only the
+  # search's final 64 are gathered; a peaked row takes the candidates. Together in one block,
+  # each row gets the mask it gets alone, and the reference's.
+  from jaxlogits._bench_sharded import top_p_calls
+  rng = np.random.default_rng(7)
+  flat = (rng.normal(size=(1, 1000)) * 0.5).astype(np.float32)
+  peaked = (rng.normal(size=(1, 1000)) * 4.0).astype(np.float32)
+  ps = np.array([_safe_p(flat[0], 0.9), _safe_p(peaked[0], 0.9)])
+  assert top_p_calls(flat, ps[0])["top"] == [64]
+  assert top_p_calls(peaked, ps[1])["top"] == [128]
+  both = np.concatenate([flat, peaked])
+  got = np.asarray(_top_p(both, ps, "candidates"))
+  assert_same_masks_and_values(got, R.apply_rows(R.top_p_ref, both, ps), exact_values=True)
+  for i in range(2):
+    np.testing.assert_array_equal(got[i], np.asarray(_top_p(both[i:i + 1], ps[i:i + 1],
+                                                            "candidates"))[0])
+
+
 @pytest.mark.parametrize("candidates", [truncation.TOP_K_CANDIDATES, 2])
 @hypothesis.given(data=st.data())
 def test_top_k_paths_match_reference_on_adversarial_rows(candidates, data):
