@@ -8,8 +8,8 @@ Run it on your own CPU, GPU or TPU::
 
 Every figure is the median of ``--repeats`` timed calls after warm-up calls, each blocked on
 (``jax.block_until_ready``), and every comparison is a ratio of two figures measured in the same
-run; the peers are timed after all of jaxlogits' figures. The floor is ``jax.nn.logsumexp`` over the same logits, jitted: one read of the logits with
-the exponentials a softmax needs.
+run; the peers are timed after all of jaxlogits' figures. The floor is ``jax.nn.logsumexp``
+over the same logits, jitted: one read of the logits with the exponentials a softmax needs.
 
 Workloads (float32 logits, batch 32 and vocabulary 128256 unless ``--batch``/``--vocab`` say
 otherwise):
