@@ -56,6 +56,7 @@ from jaxlogits import _numerics as nm
 from jaxlogits import penalties as _pen
 from jaxlogits import pipeline as _pipeline
 from jaxlogits import sampling as _sampling
+from jaxlogits import temperature as _temp
 from jaxlogits import truncation as _trunc
 
 __all__ = [
@@ -394,8 +395,7 @@ def _first_argmax(x, axis_name):
 
 def _temperature_impl(x, t, axis_name, dtype):
   positive = t > 0
-  scaled = jnp.where(jnp.isinf(x), x, x / jnp.where(positive, t, 1.0))
-  scaled = nm.clamp_finite(scaled, jnp.isfinite(x), dtype)
+  scaled = _temp._scale(x, t, dtype)
 
   def with_greedy(_):
     first = _ids(x, axis_name) == _first_argmax(x, axis_name)

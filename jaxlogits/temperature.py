@@ -14,21 +14,27 @@ from jaxlogits import _numerics as nm
 __all__ = ["temperature"]
 
 
+def _scale(x: jax.Array, t: jax.Array, dtype) -> jax.Array:
+  """``x / t`` for rows with ``t > 0`` (``x`` sanitized float32; other rows divided by 1),
+  saturating at ``dtype``'s finite range; shared with the vocab-sharded temperature."""
+  # +inf and -inf entries stay as they are (inf / inf would be NaN for t = inf under jit).
+  y = jnp.where(jnp.isinf(x), x, x / jnp.where(t > 0, t, 1.0))
+  y = nm.clamp_finite(y, jnp.isfinite(x), dtype)
+  # t = 1 leaves the row exactly as it is (on CPU the division would flush denormals to zero).
+  return jnp.where(t == 1, x, y)
+
+
 @jax.jit
 def _temperature(logits: jax.Array, t: jax.Array) -> jax.Array:
   x = nm.sanitize(logits)
   positive = t > 0
-  # +inf and -inf entries stay as they are (inf / inf would be NaN for t = inf under jit).
-  scaled = jnp.where(jnp.isinf(x), x, x / jnp.where(positive, t, 1.0))
-  scaled = nm.clamp_finite(scaled, jnp.isfinite(x), logits.dtype)
-  # t = 1 leaves the row exactly as it is (on CPU the division would flush denormals to zero).
-  scaled = jnp.where(t == 1, x, scaled)
+  scaled_x = _scale(x, t, logits.dtype)
   # t == 0 (and, under jit, t < 0 or NaN): only the argmax survives, lowest index on ties. The
   # argmax pass runs only when some row needs it.
   first = lax.cond(jnp.any(~positive), lambda: nm.first_argmax(x)[..., None],
                    lambda: jnp.zeros_like(t, jnp.int32))
   greedy = nm.apply_mask(x, jnp.arange(x.shape[-1]) == first)
-  return nm.finish(jnp.where(positive, scaled, greedy), logits.dtype)
+  return nm.finish(jnp.where(positive, scaled_x, greedy), logits.dtype)
 
 
 def temperature(logits: Any, t: Any) -> jax.Array:
