@@ -59,7 +59,8 @@ def with_inf_rule(x: jax.Array, any_inf: jax.Array) -> jax.Array:
 
 
 def dispatch(x: jax.Array, fn: Callable, params: tuple = (), *, inf_rule: bool = True,
-             blocked: bool = False, finite: bool = False) -> tuple[Any, jax.Array]:
+             blocked: bool = False, finite: bool = False, with_max: bool = True
+             ) -> tuple[Any, jax.Array]:
   """Runs ``fn(e, m, *params)`` on the effective logits ``e`` of float32 ``x`` and their exact
   row max.
 
@@ -75,7 +76,9 @@ def dispatch(x: jax.Array, fn: Callable, params: tuple = (), *, inf_rule: bool =
   the rows go through in cache-sized blocks on CPU (:func:`by_row_blocks`): each block takes
   its own branch, with the same per-row results. With ``finite=True``, ``fn`` also gets
   ``all_finite=`` ``[..., 1]``: whether every entry of the row of ``e`` is finite (in the common
-  case read off the sum above, so it costs no pass; a sum that overflows says False).
+  case read off the sum above, so it costs no pass; a sum that overflows says False). With
+  ``with_max=False`` (only with ``inf_rule=False``, for a rule that never reads the maximum)
+  ``fn`` gets ``m=None`` and the max pass is skipped: the sum alone tells NaN apart.
 
   Returns:
     ``(fn(e, m, *params), any_inf)`` with ``any_inf`` ``[..., 1]``: the rows the ``+inf`` rule
@@ -87,12 +90,19 @@ def dispatch(x: jax.Array, fn: Callable, params: tuple = (), *, inf_rule: bool =
   if rows < n:
     flat = [jnp.broadcast_to(q, lead + q.shape[-1:]).reshape(n, q.shape[-1]) for q in params]
     out = by_row_blocks(lambda r, _: dispatch(r[0], fn, tuple(r[1]), inf_rule=inf_rule,
-                                              finite=finite), rows, (x.reshape(n, v), flat))
+                                              finite=finite, with_max=with_max), rows,
+                        (x.reshape(n, v), flat))
     return jax.tree.map(lambda a: a.reshape(lead + a.shape[1:]), out)
-  mx = jnp.max(x, axis=-1, keepdims=True)
+  if inf_rule and not with_max:
+    raise ValueError("dispatch: the +inf rule needs the row max")
   total = jnp.sum(x, axis=-1, keepdims=True)
-  plain = ~jnp.any(jnp.isnan(total) | (mx == jnp.inf) | in_denormal_band(mx))
-  no_inf = jnp.zeros_like(mx, bool)
+  if with_max:
+    mx = jnp.max(x, axis=-1, keepdims=True)
+    plain = ~jnp.any(jnp.isnan(total) | (mx == jnp.inf) | in_denormal_band(mx))
+  else:
+    mx = None
+    plain = ~jnp.any(jnp.isnan(total))
+  no_inf = jnp.zeros_like(total, bool)
 
   extra = lambda total: {"all_finite": jnp.isfinite(total)} if finite else {}
 
@@ -104,7 +114,7 @@ def dispatch(x: jax.Array, fn: Callable, params: tuple = (), *, inf_rule: bool =
     if inf_rule:
       e, m, any_inf = effective_and_max(c)
     else:
-      e, m, any_inf = c, row_max(c), no_inf
+      e, m, any_inf = c, row_max(c) if with_max else None, no_inf
     return fn(e, m, *params, **extra(jnp.sum(e, axis=-1, keepdims=True))), any_inf
 
   return lax.cond(plain, fast, general)

@@ -11,6 +11,11 @@ one per vocabulary entry (``jax.random.categorical`` draws ``V`` Gumbel numbers 
 2. A second, independent uniform number picks the token inside the chosen block, by a cumulative
    sum over its ``BLOCK`` weights.
 
+A batch whose rows each hold finite logits in at most ``SPARSE_BLOCKS`` blocks (as after a
+top-k) sums only those blocks, found from the block maxima: a block of ``-inf`` has mass exactly
+zero and is never drawn, so the prefix sums of the others, and the token drawn, are the same,
+and the pass of exponentials over the whole row is saved.
+
 Block ``b`` is drawn with probability ``q_b / Q`` (fixed-point mass over the row's total) on a
 grid of ``2**-24``, and a token inside it with probability ``w_i / s_b`` to float32 rounding;
 a block whose mass is below about ``2**-37`` of the largest weight (``2**-29`` for a million-token
@@ -33,6 +38,9 @@ from jaxlogits import _numerics as nm
 __all__ = ["greedy", "sample"]
 
 BLOCK = nm.BLOCK
+NEG_INF = nm.NEG_INF
+# A row with at most this many blocks holding a finite logit draws from those blocks alone.
+SPARSE_BLOCKS = 64
 
 
 def row_keys(key: Any, batch_shape: tuple[int, ...]) -> jax.Array:
@@ -90,10 +98,19 @@ def weighed_blocks(blocks: jax.Array, weigh: Any, width: int, frac: int
   Each block's float32 sum fuses with its weights, and the chosen block's weights are computed
   again from its logits by the same expression, so no ``[N, V]`` array of weights is kept.
   """
-  hi, lo = nm.to_limbs(jnp.sum(weigh(blocks), axis=-1), width, frac)
-  weights_of = lambda b: weigh(jnp.take_along_axis(blocks, b[:, None, None], axis=1,
-                                                   mode="promise_in_bounds"))[:, 0, :]
-  return hi, lo, weights_of
+  hi, lo = nm.to_limbs(block_sums(blocks, weigh), width, frac)
+  return hi, lo, weights_in(blocks, weigh)
+
+
+def weights_in(blocks: jax.Array, weigh: Any) -> Any:
+  """``weights_of`` for :func:`choose`: block ``b`` ``[N]`` of each row, weighed."""
+  return lambda b: weigh(jnp.take_along_axis(blocks, b[:, None, None], axis=1,
+                                             mode="promise_in_bounds"))[:, 0, :]
+
+
+def block_sums(blocks: jax.Array, weigh: Any) -> jax.Array:
+  """The float32 sums ``[N, nb]`` of ``weigh(blocks)`` over each block ``[N, nb, bs]``."""
+  return jnp.sum(weigh(blocks), axis=-1)
 
 
 def choose(weights_of: Any, hi: jax.Array, lo: jax.Array, u: jax.Array, u2: jax.Array,
@@ -122,8 +139,24 @@ def choose(weights_of: Any, hi: jax.Array, lo: jax.Array, u: jax.Array, u2: jax.
   return b, j, (starts[:, 0] <= u) & (u < end)
 
 
+def present_blocks(block_max: jax.Array, s: int) -> jax.Array:
+  """The ids of the first ``s`` blocks of each row whose maximum is above -inf, ascending,
+  then ``nb`` (past the last block) in the slots left over; ``block_max`` ``[N, nb]``."""
+  n, nb = block_max.shape
+  present = block_max > NEG_INF
+  slot = jnp.where(present, jnp.cumsum(present, axis=-1, dtype=jnp.int32) - 1, s)
+  rows = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[:, None], (n, nb))
+  ids = jnp.broadcast_to(jnp.arange(nb, dtype=jnp.int32), (n, nb))
+  return jnp.full((n, s + 1), nb, jnp.int32).at[rows, slot].set(ids, mode="drop")[:, :s]
+
+
+def at(a: jax.Array, i: jax.Array) -> jax.Array:
+  """``a[r, i[r]]`` for each row ``r``."""
+  return jnp.take_along_axis(a, i[:, None], axis=-1, mode="promise_in_bounds")[:, 0]
+
+
 def inverse_cdf(x: jax.Array, u: jax.Array, u2: jax.Array, block: int = BLOCK,
-                inf_rule: bool = False) -> jax.Array:
+                inf_rule: bool = False, report: bool = False) -> Any:
   """Token per row of logits ``x`` ``[N, V]``: the block whose fixed-point prefix fractions
   bracket ``u``, then the position inside it that ``u2`` picks.
 
@@ -131,6 +164,12 @@ def inverse_cdf(x: jax.Array, u: jax.Array, u2: jax.Array, block: int = BLOCK,
   +inf rule is applied as they are read, so the row is never copied: one pass takes the block
   maxima (and from them the row maximum), one the block masses. Rows with no finite entry give
   -1. Never returns a zero-probability index.
+
+  With ``report``, ``x`` may be any float32 logits and the result is ``(tokens, suspect)``:
+  ``suspect`` ``[N]`` marks the rows whose maximum is NaN or ``+inf`` or whose block masses
+  hold a NaN; their tokens mean nothing and must be drawn again from cleaned logits. Every
+  other row's token is that of its cleaned row (a NaN the masses never read lies in a block of
+  NaN and ``-inf``, which cleaned is a block of mass zero).
   """
   n, v = x.shape
   nb = -(-v // block)
@@ -140,24 +179,45 @@ def inverse_cdf(x: jax.Array, u: jax.Array, u2: jax.Array, block: int = BLOCK,
   # (The barrier keeps XLA from turning the row max below into a second pass over the row.)
   block_max = lax.optimization_barrier(jnp.max(cut, axis=-1))
 
-  def pick(block_max, effective):
+  def pick(block_max, effective, sparse):
     m = jnp.max(block_max, axis=-1, keepdims=True)  # the row max, exactly
     shift = jnp.where(jnp.isfinite(m), m, 0.0)[..., None]
-    hi, lo, weights_of = weighed_blocks(cut, lambda a: jnp.exp(effective(a) - shift), width,
-                                        frac)
-    b, j, _ = choose(weights_of, hi, lo, u, u2, width)
-    return jnp.where(jnp.isfinite(m[:, 0]), b * block + j, -1).astype(jnp.int32)
+    weigh = lambda a: jnp.exp(effective(a) - shift)
+    if sparse:
+      ids = present_blocks(block_max, SPARSE_BLOCKS)
+      sums = block_sums(jnp.take_along_axis(cut, jnp.minimum(ids, nb - 1)[..., None], axis=1,
+                                            mode="promise_in_bounds"), weigh)
+      sums = jnp.where(ids < nb, sums, 0.0)
+      weights_of = lambda s: weights_in(cut, weigh)(at(ids, s))
+      s, j, _ = choose(weights_of, *nm.to_limbs(sums, width, frac), u, u2, width)
+      b = at(ids, s)
+    else:
+      sums = block_sums(cut, weigh)
+      b, j, _ = choose(weights_in(cut, weigh), *nm.to_limbs(sums, width, frac), u, u2, width)
+    idx = jnp.where(jnp.isfinite(m[:, 0]), b * block + j, -1).astype(jnp.int32)
+    suspect = jnp.isnan(m[:, 0]) | (m[:, 0] == jnp.inf) | jnp.any(jnp.isnan(sums), axis=-1)
+    return (idx, suspect) if report else idx
+
+  def dense_or_sparse(block_max, effective):
+    # A row left with few blocks holding a finite logit (after a top-k, say) has its masses
+    # summed on those blocks only: the same blocks, each summed the same way, and blocks of
+    # mass exactly zero dropped from the prefix sums, so the very same token is drawn.
+    few = jnp.sum(block_max > NEG_INF, axis=-1) <= SPARSE_BLOCKS
+    if SPARSE_BLOCKS == 0 or nb <= 2 * SPARSE_BLOCKS:
+      return pick(block_max, effective, False)
+    return lax.cond(jnp.all(few), lambda: pick(block_max, effective, True),
+                    lambda: pick(block_max, effective, False))
 
   if not inf_rule:
-    return pick(block_max, lambda a: a)
+    return dense_or_sparse(block_max, lambda a: a)
   # A row with +inf has 0 at those entries and -inf elsewhere, and its block maxima follow.
   # The rule is a select on every entry (which XLA's fast CPU reductions do not fuse), so it is
   # applied only when some row needs it.
   any_inf = jnp.max(block_max, axis=-1, keepdims=True) == jnp.inf
   return lax.cond(jnp.any(any_inf),
                   lambda: pick(nm.with_inf_rule(block_max, any_inf),
-                               lambda a: nm.with_inf_rule(a, any_inf[..., None])),
-                  lambda: pick(block_max, lambda a: a))
+                               lambda a: nm.with_inf_rule(a, any_inf[..., None]), False),
+                  lambda: dense_or_sparse(block_max, lambda a: a))
 
 
 @functools.partial(jax.jit, static_argnames="nan_free")
@@ -170,16 +230,15 @@ def _sample(keys, logits, nan_free=False):
   if nan_free:
     idx = inverse_cdf(flat, u, u2, inf_rule=True)
   else:
-    # One sum per row is NaN or +inf where a row holds NaN or +inf (or overflows): only then are
-    # the logits cleaned, in copies of a few rows at a time (a whole-batch copy would be a
-    # temporary of every call); otherwise the draw reads them as they are.
+    # The draw reads the logits as they are and reports the rows where a NaN or +inf may have
+    # mattered: only then are the logits cleaned, in copies of a few rows at a time (a
+    # whole-batch copy would be a temporary of every call), and drawn again.
     def cleaned():
       return nm.by_row_blocks(
           lambda r, _: inverse_cdf(nm.effective(nm.sanitize(r[0])), r[1], r[2]),
           nm.block_rows(*flat.shape), (flat, u, u2))
-    total = jnp.sum(flat, axis=-1)
-    idx = lax.cond(jnp.any(jnp.isnan(total) | (total == jnp.inf)), cleaned,
-                   lambda: inverse_cdf(flat, u, u2))
+    idx, suspect = inverse_cdf(flat, u, u2, report=True)
+    idx = lax.cond(jnp.any(suspect), cleaned, lambda: idx)
   return idx.reshape(logits.shape[:-1])
 
 

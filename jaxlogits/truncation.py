@@ -34,6 +34,8 @@ __all__ = [
 # Candidate-list sizes for the fast paths (static; results never depend on them, only speed).
 TOP_K_CANDIDATES = 64
 TOP_P_CANDIDATES = 128
+# top_p first tries this many candidates on a batch whose rows all hold some -inf.
+SPARSE_CANDIDATES = 64
 # The nucleus search: at most this many mass passes, then this many tokens read exactly.
 NUCLEUS_PASSES = 16
 NUCLEUS_EXTRACT = 64
@@ -122,9 +124,11 @@ def _kth_key(x: jax.Array, k: jax.Array, candidates: int) -> jax.Array:
 def _top_k(logits, k, candidates=TOP_K_CANDIDATES):
   x = logits.astype(jnp.float32)
   active = lambda k: (k > 0) & (k < x.shape[-1])
-  thr = _when_any(active(k), lambda: nm.dispatch(x, lambda e, m, k: lax.cond(
-      jnp.any(active(k)), lambda: _kth_key(e, k, candidates), lambda: _keep_all(m)), (k,),
-                                                 inf_rule=False, blocked=True)[0], x)
+  # (top_k never reads the row max: its dispatch skips that pass.)
+  thr = _when_any(active(k), lambda: nm.dispatch(x, lambda e, _, k: lax.cond(
+      jnp.any(active(k)), lambda: _kth_key(e, k, candidates), lambda: _keep_all(e[..., :1])),
+                                                 (k,), inf_rule=False, blocked=True,
+                                                 with_max=False)[0], x)
   return _write(x, None, jnp.where(active(k), thr, 0), logits.dtype)
 
 
@@ -329,11 +333,15 @@ def _nucleus_search(e, shift, log_z, p, hi, w_hi, rows, passes, extract, ops):
   ``rows`` asked for are searched. ``ops`` reads the row (see :class:`RowOps`).
   """
   v = ops.vocab_size
-  probs = lambda t: jnp.exp((t - shift) - log_z)
+  # Masses are sums of the weights exp(e - shift) (at most 1) over the normaliser z: one
+  # array of weights serves every pass, with no exponential in the passes themselves.
+  z = jnp.exp(log_z)
+  probs = lambda t: jnp.exp(t - shift) / z
   inf = jnp.full_like(hi, jnp.inf)
+  weights = jnp.exp(e - shift)
 
   def mass_above(t):  # t outside the denormal band (_normal), so the float comparison is exact
-    return ops.row_sum(jnp.where(e > t, probs(e), 0.0))
+    return ops.row_sum(jnp.where(e > t, weights, 0.0)) / z
 
   bound = shift + log_z + jnp.log(jnp.maximum(1.0 - p, 0.0) / (2.0 * v))
   bound = _normal(jnp.where(jnp.isfinite(bound), jnp.minimum(bound, hi), hi), -inf, hi)
@@ -431,6 +439,9 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
   then at most ``c`` tokens of probability at most ``q``), so when that is below ``p`` the
   nucleus cannot fit, the candidates are skipped and the search starts from the bracket end
   ``t_q`` (``W(t_q) < p``). This is the flat row, whose nucleus holds thousands of tokens.
+  A batch whose rows all hold some -inf (truncated before, as by a top-k) first takes the
+  ``SPARSE_CANDIDATES`` largest values, and the full list only if some row has more finite
+  logits than that: the same values either way, padded with -inf.
   """
   ops = _one_device(e.shape[-1], estimate) if ops is None else ops
   v = ops.vocab_size
@@ -441,14 +452,17 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
   # (Under shard_map both branches of a cond must vary over the same mesh axes: those of e.)
   like_e = lambda outs: nm.same_varying((e[..., :1],) + tuple(outs))[1:]
   if c < v:
-    full = (ops.all_finite(e) if all_finite is None else all_finite) & (p < 1)
+    finite_rows = ops.all_finite(e) if all_finite is None else all_finite
+    full = finite_rows & (p < 1)
 
     def measure_q():
-      log_z = log_z_of()
+      weights = jnp.exp(e - shift)  # one exponential for the normaliser and the mass
+      z = ops.row_sum(weights)
+      log_z = jnp.log(z)
       t = shift + log_z + jnp.log(p / (2 * c))
       finite_t = jnp.isfinite(t)  # p <= 0 has no such point
       t = jnp.where(finite_t, jnp.minimum(t, m), m)  # above the max: the max (W = 0 there)
-      w = ops.row_sum(jnp.where(e > t, jnp.exp((e - shift) - log_z), 0.0))
+      w = ops.row_sum(jnp.where(e > t, weights, 0.0)) / z
       bound = w + c * jnp.exp((t - shift) - log_z)
       return log_z, t, w, full & (bound < p * (1 - 1e-3)) & ~nm.in_denormal_band(t) & finite_t
 
@@ -456,11 +470,27 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
         jnp.any(full), lambda: like_e(measure_q()),
         lambda: like_e((jnp.zeros_like(m), m, jnp.zeros_like(m), jnp.zeros_like(full))))
   else:
-    full = wide = jnp.zeros(m.shape, bool)
+    finite_rows = full = wide = jnp.zeros(m.shape, bool)
     log_z_full, t_q, w_q = jnp.zeros_like(m), m, jnp.zeros_like(m)
 
+  def candidate_values():
+    # A truncated row (some -inf) often has fewer than SPARSE_CANDIDATES finite logits: the
+    # shorter list then holds them all (the rest of the c largest are -inf) and costs less.
+    s = min(c, SPARSE_CANDIDATES)
+    if s == c or c == v:
+      return ops.top(e, c)
+    pad = lambda vals: jnp.pad(vals, [(0, 0)] * (vals.ndim - 1) + [(0, c - s)],
+                               constant_values=nm.NEG_INF)
+
+    def short_first():
+      vals = ops.top(e, s)
+      return lax.cond(jnp.all(vals[..., -1:] == nm.NEG_INF), lambda: like_e((pad(vals),))[0],
+                      lambda: like_e((ops.top(e, c),))[0])
+
+    return lax.cond(jnp.any(finite_rows), lambda: like_e((ops.top(e, c),))[0], short_first)
+
   def with_candidates():
-    vals = ops.top(e, c)
+    vals = candidate_values()
     # A row with at most c finite logits (after a top-k, say) has its whole distribution in the
     # candidates: its normaliser is summed over them, and when every row is like that there is
     # no pass over the rows.
@@ -532,8 +562,11 @@ def _top_k_top_p_keys(logits, k, p):
   v = x.shape[-1]
   c = min(v, TOP_K_CANDIDATES)
 
-  def fn(e, m, k, p):
+  def fn(e, _, k, p):
     kk, vals, kth = _kth_candidate(e, k, c)
+    # The row max is the first candidate (NaN is gone; lax.top_k orders values outside the
+    # denormal band exactly, and a maximum inside it sends the row to the two rules in turn).
+    m = vals[..., :1]
     kept = jnp.where(vals >= kth, vals, nm.NEG_INF)  # top_k's survivors, descending
     pad = max(0, min(v, TOP_P_CANDIDATES) - c)
     cand = jnp.pad(kept, [(0, 0)] * (kept.ndim - 1) + [(0, pad)], constant_values=nm.NEG_INF)
@@ -545,7 +578,7 @@ def _top_k_top_p_keys(logits, k, p):
     key_p = jnp.where(p >= 1, jnp.uint32(0), nm.ordered_key(thr))
     return jnp.maximum(nm.ordered_key(kth), key_p), ok
 
-  (thr, ok), _ = nm.dispatch(x, fn, (k, p), inf_rule=False, blocked=True)
+  (thr, ok), _ = nm.dispatch(x, fn, (k, p), inf_rule=False, blocked=True, with_max=False)
   return thr, ok
 
 

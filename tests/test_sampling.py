@@ -191,6 +191,52 @@ def test_fixed_point_block_masses_are_exact_and_split_independent():
   np.testing.assert_allclose(f, exact.astype(float), rtol=0, atol=2**-23)
 
 
+def test_rows_with_few_finite_blocks_draw_the_dense_draws_tokens(monkeypatch):
+  # Rows left with tokens in at most SPARSE_BLOCKS blocks (after a top-k) sum their masses on
+  # those blocks only. Their tokens are bitwise those of the dense draw: spread tokens, tokens
+  # packed many to a block (float sums that depend on the order of addition), a row with one
+  # token and a row with none.
+  rng = np.random.default_rng(12)
+  b, v = 8, 300 * sampling.BLOCK + 17
+  x = (rng.normal(size=(b, v)) * 3).astype(np.float32)
+  keep = np.zeros((b, v), bool)
+  for r in range(b):
+    pool = v if r % 2 else 700  # odd rows spread, even rows packed into three blocks
+    keep[r, rng.choice(pool, int(rng.integers(20, 60)), replace=False)] = True
+  keep[6] = False
+  keep[6, v - 1] = True
+  keep[7] = False
+  x = np.where(keep, x, -np.inf).astype(np.float32)
+  u, u2 = (jnp.asarray(rng.random(b), jnp.float32) for _ in range(2))
+  draw = lambda: jax.jit(lambda a, u, u2: sampling.inverse_cdf(a, u, u2))(jnp.asarray(x), u, u2)
+  monkeypatch.setattr(sampling, "SPARSE_BLOCKS", 0)
+  dense = np.asarray(draw())
+  monkeypatch.setattr(sampling, "SPARSE_BLOCKS", 64)
+  real = sampling.block_sums
+
+  def sparse_only(blocks, weigh):  # the dense mass pass now gives nonsense
+    return real(blocks, weigh) * (1.0 if blocks.shape[1] == 64 else 0.0)
+
+  monkeypatch.setattr(sampling, "block_sums", sparse_only)
+  np.testing.assert_array_equal(draw(), dense)
+  assert all(keep[r, dense[r]] for r in range(7)) and dense[6] == v - 1 and dense[7] == -1
+  # One row over the limit sends the batch through the dense pass (here, the nonsense one).
+  x[0, :65 * sampling.BLOCK:sampling.BLOCK] = 0.0
+  assert not np.array_equal(draw(), dense)
+
+
+def test_chi_squared_of_a_row_with_few_finite_blocks(key_reuse_checked):
+  rng = np.random.default_rng(13)
+  row = np.full(130 * sampling.BLOCK, -np.inf, np.float32)  # more blocks than 2 * 64
+  ids = np.concatenate([np.arange(5, 25), rng.choice(row.size, 20, replace=False)])
+  row[ids] = rng.normal(size=ids.size) * 1.5
+  batch = jnp.broadcast_to(jnp.asarray(row), (250, row.size))
+  draw = jax.jit(jl.sample)
+  draws = np.concatenate([np.asarray(draw(k, batch))
+                          for k in jax.random.split(jax.random.key(14), 16)])
+  assert chi_squared_pvalue(draws, softmax64(row)) > ALPHA
+
+
 @pytest.mark.parametrize("block_bytes", [None, 8 * 1000])
 def test_rows_with_nan_draw_as_their_cleaned_rows(monkeypatch, block_bytes):
   # A batch with NaN takes the cleaning branch (in row blocks: two rows at a time with the small
