@@ -168,8 +168,10 @@ def inverse_cdf(x: jax.Array, u: jax.Array, u2: jax.Array, block: int = BLOCK,
   With ``report``, ``x`` may be any float32 logits and the result is ``(tokens, suspect)``:
   ``suspect`` ``[N]`` marks the rows whose maximum is NaN or ``+inf`` or whose block masses
   hold a NaN; their tokens mean nothing and must be drawn again from cleaned logits. Every
-  other row's token is that of its cleaned row (a NaN the masses never read lies in a block of
-  NaN and ``-inf``, which cleaned is a block of mass zero).
+  other row's token is that of its cleaned row: a NaN either makes its block's maximum, and so
+  the row's, NaN (a max reduction that propagates NaN, as XLA's does here) or, where the max
+  skips NaN, is read by its block's mass, unless its block holds nothing but NaN and ``-inf``,
+  which cleaned is a block of mass zero anyway.
   """
   n, v = x.shape
   nb = -(-v // block)
