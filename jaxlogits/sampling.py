@@ -204,9 +204,9 @@ def inverse_cdf(x: jax.Array, u: jax.Array, u2: jax.Array, block: int = BLOCK,
     # A row left with few blocks holding a finite logit (after a top-k, say) has its masses
     # summed on those blocks only: the same blocks, each summed the same way, and blocks of
     # mass exactly zero dropped from the prefix sums, so the very same token is drawn.
-    few = jnp.sum(block_max > NEG_INF, axis=-1) <= SPARSE_BLOCKS
     if SPARSE_BLOCKS == 0 or nb <= 2 * SPARSE_BLOCKS:
       return pick(block_max, effective, False)
+    few = jnp.sum(block_max > NEG_INF, axis=-1) <= SPARSE_BLOCKS
     return lax.cond(jnp.all(few), lambda: pick(block_max, effective, True),
                     lambda: pick(block_max, effective, False))
 

@@ -481,13 +481,14 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
       return ops.top(e, c)
     pad = lambda vals: jnp.pad(vals, [(0, 0)] * (vals.ndim - 1) + [(0, c - s)],
                                constant_values=nm.NEG_INF)
+    full_list = lambda: like_e((ops.top(e, c),))[0]
 
     def short_first():
       vals = ops.top(e, s)
       return lax.cond(jnp.all(vals[..., -1:] == nm.NEG_INF), lambda: like_e((pad(vals),))[0],
-                      lambda: like_e((ops.top(e, c),))[0])
+                      full_list)
 
-    return lax.cond(jnp.any(finite_rows), lambda: like_e((ops.top(e, c),))[0], short_first)
+    return lax.cond(jnp.any(finite_rows), full_list, short_first)
 
   def with_candidates():
     vals = candidate_values()
