@@ -272,11 +272,12 @@ def _process(logits, params, counts, tokens, length, num_generated, eos_ids, all
 @functools.partial(jax.jit, static_argnames="rows")
 def _sample_step(keys, logits, params, counts, tokens, length, num_generated, eos_ids, allowed,
                  *, rows=None):
-  """``_process`` then the draw, as one program per case: with the rarer rules when some row
-  uses one, without them otherwise. A ``lax.cond`` that passes the logits through costs about a
-  copy of them on CPU and keeps the last mask from fusing into the draw's passes; this one sits
-  before any of the work, on values that are already in memory. Blocks of rows as in
-  ``_process``."""
+  """``_process`` then the draw. Over several blocks of rows, one program per case: with the
+  rarer rules when some row uses one, without them otherwise. A ``lax.cond`` that passes the
+  logits through costs about a copy of them on CPU and keeps the last mask from fusing into the
+  draw's passes; this one sits before any of the work, on values that are already in memory.
+  On CPU a batch of one block runs one program that tests the group inside it: there the
+  choice between two whole programs costs more than the test. Blocks of rows as in ``_process``."""
   per_row, shared = _row_split(logits, params, counts, tokens, length, num_generated, eos_ids,
                                allowed)
 
@@ -284,20 +285,26 @@ def _sample_step(keys, logits, params, counts, tokens, length, num_generated, eo
     def block(per_row, shared):
       keys, (logits, params, counts, tokens, length, num_generated, eos_ids, mask) = per_row
       x = _process_body(logits, params, counts, tokens, length, num_generated, eos_ids,
-                        mask if shared is None else shared, rare=rare)
+                        mask if shared is None else shared, rare=rare, test_penalties=False)
       return _sampling._sample(keys, x, nan_free=True), x  # every rule leaves NaN as -inf
     # The choice is made once for the batch, outside the blocks: inside, each block's slices of
     # the logits and counts then fuse into their first pass instead of being copied out for a
     # lax.cond.
     return lambda: nm.by_row_blocks(block, _rows(rows, logits), (keys, per_row), shared)
 
+  if jax.default_backend() == "cpu" and _rows(rows, logits) >= logits.shape[0]:
+    # One block (a small batch): measured at batch 1, V = 128K (the bench's W4), the two
+    # programs under a lax.cond took about a quarter longer than this one. (Off CPU, where
+    # each lax.cond may cost a round trip to the host, the one test is kept.)
+    return program(None)()
   return lax.cond(jnp.any(_rare(params)), program(True), program(False))
 
 
 def _process_body(logits, params, counts, tokens, length, num_generated, eos_ids, allowed, *,
-                  rare):
+                  rare, test_penalties=True):
   """The standard order. ``rare``: apply the group of rarer rules (True), skip it (False), or
-  test at run time whether some row uses it (None)."""
+  test at run time whether some row uses it (None). ``test_penalties``: skip the penalties when
+  no row has one (one test), or apply them untested (False; see below)."""
   b, v = logits.shape
   x = logits
   # 1. masks, bias, EOS suppression
@@ -322,9 +329,9 @@ def _process_body(logits, params, counts, tokens, length, num_generated, eos_ids
         _row(params.presence_penalty))
     # With the test, no pass reads the counts unless some row has a penalty; without it, the
     # penalties (exactly the identity at their identity values) fuse into the next pass, which
-    # costs less than a lax.cond that passes the logits through. sample_step's programs
-    # (rare is not None) take the second way.
-    x = _when(penalised, penalties, x) if rare is None else penalties(x)
+    # costs less than a lax.cond that passes the logits through. sample_step's programs take
+    # the second way.
+    x = _when(penalised, penalties, x) if test_penalties else penalties(x)
   if tokens is not None:
     x = _pen._no_repeat_ngram(x, tokens, _row(params.no_repeat_ngram_size), length)
   # 3. temperature first, unless temperature_last
@@ -376,7 +383,8 @@ def _top_k_then_top_p(x, params, rare):
     if rare is not False:
       both = (params.min_p > 0) & ~(params.top_p >= 1)
       q = lax.cond(jnp.any(both), lambda: jnp.where(
-          _trunc._min_p_inside_top_p(y, p, _row(params.min_p)), 1.0, p), lambda: p)
+          _trunc._min_p_inside_top_p(y, p, _row(params.min_p), clean=True), 1.0, p),
+                    lambda: p)
     return _trunc._top_p(y, q)
 
   # (Each way is traced once: the thresholds come out of the first test, the choice is the

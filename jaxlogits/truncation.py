@@ -671,8 +671,8 @@ def min_p(logits: Any, p: Any) -> jax.Array:
 MIN_P_INSIDE_MARGIN = 1e-4
 
 
-@jax.jit
-def _min_p_inside_top_p(logits, p, mp):
+@functools.partial(jax.jit, static_argnames="clean")
+def _min_p_inside_top_p(logits, p, mp, clean=False):
   """``[..., 1]`` bool: rows whose min_p cut (``mp > 0``) keeps only tokens that top_p ``p``
   keeps too, so that ``min_p(top_p(x))`` equals ``min_p(x)`` there.
 
@@ -682,8 +682,10 @@ def _min_p_inside_top_p(logits, p, mp):
   float32 rounding cannot turn it: where it holds, the full top_p would keep the same tokens.
   Two passes (the normaliser and the mass above ``t``) instead of the nucleus search. Rows with
   ``+inf``, no finite logit, or ``t`` or the maximum in the denormal band answer False.
+  ``clean``: the caller guarantees logits without NaN (a truncation's output), so the
+  sanitizing select is skipped (XLA would write it out for the three passes that read it).
   """
-  x = nm.sanitize(logits)
+  x = logits.astype(jnp.float32) if clean else nm.sanitize(logits)
   m = jnp.max(x, axis=-1, keepdims=True)
   t = _min_p_cut(m, mp)
   plain = ((mp > 0) & ~(p >= 1) & jnp.isfinite(m) & ~nm.in_denormal_band(m)

@@ -180,8 +180,10 @@ from jaxlogits import pipeline as pl  # noqa: E402
 from jaxlogits import sampling as sp_  # noqa: E402
 
 
-def _mixed_batch(b, v, seed):
-  """A batch whose rows use every setting (and rows at the identity), with per-row context."""
+def _mixed_batch(b, v, seed, rare=True):
+  """A batch whose rows use every setting (and rows at the identity), with per-row context;
+  with ``rare=False`` no row uses min_p, typical_p, the cutoffs, top-n-sigma or temperature-last
+  (sample_step's program without that group)."""
   rng = np.random.default_rng(seed)
   logits = _logits(b, v, seed=seed)
   logits = logits.at[1, 3].set(jnp.nan).at[2].set(-jnp.inf).at[3, :4].set(jnp.inf)
@@ -195,6 +197,10 @@ def _mixed_batch(b, v, seed):
       frequency_penalty=pick(0.0, 0.4), presence_penalty=pick(0.0, 0.6),
       no_repeat_ngram_size=pick(0, 2), min_tokens=pick(0, 5), temperature_last=pick(False, True),
       logit_bias=pick(None, {1: 2.0, 5: -3.0}), logit_bias_capacity=2, vocab_size=v)
+  if not rare:
+    off = jl.SamplingParams.create(b)
+    params = params._replace(**{f: getattr(off, f) for f in (
+        "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "top_n_sigma", "temperature_last")})
   context = (jl.token_counts(tokens, v, length=length), tokens, length,
              jnp.asarray(rng.integers(0, 8, b), jnp.int32),
              jnp.broadcast_to(jnp.array([0, 7], jnp.int32), (b, 2)))
@@ -207,12 +213,14 @@ def _bits(a):
   return a.view(np.int32) if a.dtype == np.float32 else a
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 6])
+@pytest.mark.parametrize("rows,rare", [(1, True), (2, True), (3, True), (4, True), (6, True),
+                                       (2, False), (4, False)])
 @pytest.mark.parametrize("allowed", ["rows", "shared", None])
-def test_row_blocks_give_the_same_bits_as_one_block(rows, allowed):
+def test_row_blocks_give_the_same_bits_as_one_block(rows, rare, allowed):
   # Blocks of 1..6 rows over 7 rows: the last block overlaps the one before it (4, 6) or not.
+  # One block runs sample_step's tested program; several, the program for the case (rare).
   b, v = 7, 300
-  logits, params, context, mask = _mixed_batch(b, v, seed=rows)
+  logits, params, context, mask = _mixed_batch(b, v, seed=rows, rare=rare)
   mask = {"rows": mask, "shared": mask[0], None: None}[allowed]
   keys = sp_.row_keys(jax.random.key(rows), (b,))
   args = (logits, params, *context, mask)
