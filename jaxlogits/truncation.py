@@ -308,7 +308,7 @@ def _regula_falsi(mass_above, unit, p, lo, w_lo, hi, w_hi, valid, passes, width,
   return lo, w_lo, hi, w_hi
 
 
-def _nucleus_search(e, shift, log_z, p, hi, w_hi, rows, passes, extract, ops):
+def _nucleus_search(e, shift, log_z, p, hi, w_hi, rows, passes, extract, ops, weights=None):
   """Top-p threshold for rows whose nucleus is larger than the candidate list.
 
   Every full pass over the row is one masked mass sum ``W(t)`` (the probability of the tokens
@@ -330,7 +330,8 @@ def _nucleus_search(e, shift, log_z, p, hi, w_hi, rows, passes, extract, ops):
   The estimate only chooses where to look: every point is measured exactly before it narrows the
   bracket. Returns ``(ok, thr)``; a row is not ``ok`` when the bracket could not be closed or
   held too many tokens, and the caller falls back to the exact bisection for it. Only the
-  ``rows`` asked for are searched. ``ops`` reads the row (see :class:`RowOps`).
+  ``rows`` asked for are searched. ``ops`` reads the row (see :class:`RowOps`). ``weights``:
+  ``exp(e - shift)`` when the caller has it already (computed here otherwise).
   """
   v = ops.vocab_size
   # Masses are sums of the weights exp(e - shift) (at most 1) over the normaliser z: one
@@ -338,7 +339,7 @@ def _nucleus_search(e, shift, log_z, p, hi, w_hi, rows, passes, extract, ops):
   z = jnp.exp(log_z)
   probs = lambda t: jnp.exp(t - shift) / z
   inf = jnp.full_like(hi, jnp.inf)
-  weights = jnp.exp(e - shift)
+  weights = jnp.exp(e - shift) if weights is None else weights
 
   def mass_above(t):  # t outside the denormal band (_normal), so the float comparison is exact
     return ops.row_sum(jnp.where(e > t, weights, 0.0)) / z
@@ -439,6 +440,9 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
   then at most ``c`` tokens of probability at most ``q``), so when that is below ``p`` the
   nucleus cannot fit, the candidates are skipped and the search starts from the bracket end
   ``t_q`` (``W(t_q) < p``). This is the flat row, whose nucleus holds thousands of tokens.
+  When every row is like that (or keeps everything), the search runs right there, on the
+  weights ``exp(e - shift)`` the normaliser used: the same search on the same numbers, without
+  a second pass of exponentials.
   A batch whose rows all hold some -inf (truncated before, as by a top-k) first takes the
   ``SPARSE_CANDIDATES`` largest values, and the full list only if some row has more finite
   logits than that: the same values either way, padded with -inf.
@@ -451,6 +455,7 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
   log_z_of = lambda: jnp.log(ops.row_sum(jnp.exp(e - shift)))
   # (Under shard_map both branches of a cond must vary over the same mesh axes: those of e.)
   like_e = lambda outs: nm.same_varying((e[..., :1],) + tuple(outs))[1:]
+  no_search = lambda: (jnp.zeros(m.shape, bool), jnp.zeros(m.shape, jnp.uint32))
   if c < v:
     finite_rows = ops.all_finite(e) if all_finite is None else all_finite
     full = finite_rows & (p < 1)
@@ -464,14 +469,24 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
       t = jnp.where(finite_t, jnp.minimum(t, m), m)  # above the max: the max (W = 0 there)
       w = ops.row_sum(jnp.where(e > t, weights, 0.0)) / z
       bound = w + c * jnp.exp((t - shift) - log_z)
-      return log_z, t, w, full & (bound < p * (1 - 1e-3)) & ~nm.in_denormal_band(t) & finite_t
+      wide = full & (bound < p * (1 - 1e-3)) & ~nm.in_denormal_band(t) & finite_t
+      every = jnp.all(wide | keep_all)
+      if passes > 0:  # (the search's arguments are those slow() below would give it)
+        ok, found = lax.cond(every, lambda: like_e(_nucleus_search(
+            e, shift, log_z, p, t, w, wide, passes, min(v, NUCLEUS_EXTRACT), ops, weights)),
+                             lambda: like_e(no_search()))
+      else:
+        ok, found = no_search()
+      return log_z, t, w, wide, every, ok, found
 
-    log_z_full, t_q, w_q, wide = lax.cond(
+    log_z_full, t_q, w_q, wide, searched, ok_q, found_q = lax.cond(
         jnp.any(full), lambda: like_e(measure_q()),
-        lambda: like_e((jnp.zeros_like(m), m, jnp.zeros_like(m), jnp.zeros_like(full))))
+        lambda: like_e((jnp.zeros_like(m), m, jnp.zeros_like(m), jnp.zeros_like(full),
+                        jnp.zeros((), bool)) + no_search()))
   else:
     finite_rows = full = wide = jnp.zeros(m.shape, bool)
     log_z_full, t_q, w_q = jnp.zeros_like(m), m, jnp.zeros_like(m)
+    searched, (ok_q, found_q) = jnp.zeros((), bool), no_search()
 
   def candidate_values():
     # A truncated row (some -inf) often has fewer than SPARSE_CANDIDATES finite logits: the
@@ -521,8 +536,9 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
   def slow():
     top = nm.ordered_key(m)
     if passes > 0:
-      ok, found = _nucleus_search(e, shift, log_z, p, hi, w_hi, search, passes,
-                                  min(v, NUCLEUS_EXTRACT), ops)
+      ok, found = lax.cond(searched, lambda: like_e((ok_q, found_q)), lambda: like_e(
+          _nucleus_search(e, shift, log_z, p, hi, w_hi, search, passes, min(v, NUCLEUS_EXTRACT),
+                          ops)))
     else:
       ok, found = jnp.zeros_like(fits), fast
     partial = jnp.where(fits, fast, jnp.where(ok, jnp.minimum(found, top), top))
