@@ -294,7 +294,7 @@ def _sample_step(keys, logits, params, counts, tokens, length, num_generated, eo
 
   if jax.default_backend() == "cpu" and _rows(rows, logits) >= logits.shape[0]:
     # One block (a small batch): measured at batch 1, V = 128K (the bench's W4), the two
-    # programs under a lax.cond took about a quarter longer than this one. (Off CPU, where
+    # programs under a lax.cond took about 40% longer than this one. (Off CPU, where
     # each lax.cond may cost a round trip to the host, the one test is kept.)
     return program(None)()
   return lax.cond(jnp.any(_rare(params)), program(True), program(False))
