@@ -456,6 +456,7 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
   # (Under shard_map both branches of a cond must vary over the same mesh axes: those of e.)
   like_e = lambda outs: nm.same_varying((e[..., :1],) + tuple(outs))[1:]
   no_search = lambda: (jnp.zeros(m.shape, bool), jnp.zeros(m.shape, jnp.uint32))
+  extract = min(v, NUCLEUS_EXTRACT)
   if c < v:
     finite_rows = ops.all_finite(e) if all_finite is None else all_finite
     full = finite_rows & (p < 1)
@@ -473,7 +474,7 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
       every = jnp.all(wide | keep_all)
       if passes > 0:  # (the search's arguments are those slow() below would give it)
         ok, found = lax.cond(every, lambda: like_e(_nucleus_search(
-            e, shift, log_z, p, t, w, wide, passes, min(v, NUCLEUS_EXTRACT), ops, weights)),
+            e, shift, log_z, p, t, w, wide, passes, extract, ops, weights)),
                              lambda: like_e(no_search()))
       else:
         ok, found = no_search()
@@ -537,8 +538,7 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
     top = nm.ordered_key(m)
     if passes > 0:
       ok, found = lax.cond(searched, lambda: like_e((ok_q, found_q)), lambda: like_e(
-          _nucleus_search(e, shift, log_z, p, hi, w_hi, search, passes, min(v, NUCLEUS_EXTRACT),
-                          ops)))
+          _nucleus_search(e, shift, log_z, p, hi, w_hi, search, passes, extract, ops)))
     else:
       ok, found = jnp.zeros_like(fits), fast
     partial = jnp.where(fits, fast, jnp.where(ok, jnp.minimum(found, top), top))
