@@ -339,7 +339,7 @@ def _process_body(logits, params, counts, tokens, length, num_generated, eos_ids
   x = _temp._temperature(x, _row(jnp.where(last, 1.0, params.temperature)))
   # 4. truncations, each seeing the survivors of the previous one (their outputs are
   # sanitized: NaN is gone from here on)
-  x = _top_k_then_top_p(x, params, rare)
+  x, params = _top_k_then_top_p(x, params, rare)
   # The rarer rules and temperature-last run only when some row uses them. Every lax.cond passes
   # the logits through (on CPU that costs about a copy of them), so one test covers the group
   # and each rule has its own test inside it.
@@ -373,27 +373,50 @@ def _top_k_then_top_p(x, params, rare):
     and one pass writes both masks (``_trunc._top_k_top_p_keys``; when every row allows it);
   * otherwise, where a row's min_p cut lies inside its nucleus, top_p changes nothing there and
     its search is skipped (two passes decide it; one cheap test skips them when no row has
-    both rules).
+    both rules). min_p is then applied right here, from the row maximum the test read (the
+    threshold min_p's own pass would find: the row is finite, its maximum normal), and set to
+    its identity for the rules that follow.
+
+  ``x`` holds no NaN (temperature's output). Returns ``(x, params)``: the logits and the
+  parameters left for the rest of the pipeline.
   """
-  k, p = _row(params.top_k), _row(params.top_p)
+  k, p, mp = _row(params.top_k), _row(params.top_p), _row(params.min_p)
+  x32 = x.astype(jnp.float32)
+  none = lambda dtype: jnp.zeros_like(x[:, :1], dtype)  # typed like the logits (shard_map)
+
+  def then_top_p(y, thr_k):  # y: top_k's output (as x.dtype, upcast), thr_k its threshold
+    q, thr_m, folded = p, none(jnp.uint32), none(bool)
+    if rare is not False:
+      def inside():
+        inside, m = _trunc._min_p_inside_top_p(y, p, mp, clean=True, with_max=True)
+        return (jnp.where(inside, 1.0, p), jnp.where(inside, _trunc._min_p_key(m, mp), 0),
+                inside)
+      both = (params.min_p > 0) & ~(params.top_p >= 1)
+      q, thr_m, folded = lax.cond(jnp.any(both), inside, lambda: (q, thr_m, folded))
+    thr_p, any_inf = _trunc._top_p_key(y, q)
+    # (A folded row keeps everything top_p would: q = 1 there, thr_p = 0.)
+    return thr_k, jnp.maximum(thr_p, thr_m), any_inf, folded
 
   def in_turn():
-    y = _trunc._top_k(x, k)
-    q = p
-    if rare is not False:
-      both = (params.min_p > 0) & ~(params.top_p >= 1)
-      q = lax.cond(jnp.any(both), lambda: jnp.where(
-          _trunc._min_p_inside_top_p(y, p, _row(params.min_p), clean=True), 1.0, p),
-                    lambda: p)
-    return _trunc._top_p(y, q)
+    # Without a top_k row, top_k's output is x itself (NaN-free: temperature's output), and
+    # top_p's passes read x rather than a copy that a branch would write out.
+    def with_top_k():
+      thr_k = _trunc._top_k_key(x32, k)
+      return then_top_p(_trunc._write(x32, None, thr_k, jnp.float32), thr_k)
+    return lax.cond(jnp.any((params.top_k > 0) & (params.top_k < x.shape[-1])), with_top_k,
+                    lambda: then_top_p(x32, none(jnp.uint32)))
 
   # (Each way is traced once: the thresholds come out of the first test, the choice is the
-  # second.)
+  # second.) Both ways end in thresholds, not arrays: the two writes below are elementwise and
+  # fuse into what reads them next.
   fusable = jnp.any((params.top_k > 0) & ~(params.top_p >= 1))
-  none = lambda dtype: jnp.zeros_like(x[:, :1], dtype)  # typed like the logits (shard_map)
   thr, ok = lax.cond(fusable, lambda: _trunc._top_k_top_p_keys(x, k, p),
                      lambda: (none(jnp.uint32), none(bool)))
-  return lax.cond(jnp.all(ok), lambda: _trunc._write(x, None, thr, x.dtype), in_turn)
+  thr_k, thr_p, any_inf, folded = lax.cond(
+      jnp.all(ok), lambda: (thr, none(jnp.uint32), none(bool), none(bool)), in_turn)
+  # (Where the joint thresholds hold, the second write keeps everything and changes nothing.)
+  x = _trunc._write(_trunc._write(x, None, thr_k, x.dtype), any_inf, thr_p, x.dtype)
+  return x, params._replace(min_p=jnp.where(folded[:, 0], 0.0, params.min_p))
 
 
 def _when(active, step, x):

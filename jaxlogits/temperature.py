@@ -30,8 +30,10 @@ def _temperature(logits: jax.Array, t: jax.Array) -> jax.Array:
   positive = t > 0
   scaled_x = _scale(x, t, logits.dtype)
   # t == 0 (and, under jit, t < 0 or NaN): only the argmax survives, lowest index on ties. The
-  # argmax pass runs only when some row needs it.
-  first = lax.cond(jnp.any(~positive), lambda: nm.first_argmax(x)[..., None],
+  # argmax pass runs only when some row needs it. Its branch cleans the logits it is given
+  # itself: an operand of a lax.cond is written out in full, and the given logits usually are
+  # already (the sanitized copy would be one more pass over the row).
+  first = lax.cond(jnp.any(~positive), lambda: nm.first_argmax(nm.sanitize(logits))[..., None],
                    lambda: jnp.zeros_like(t, jnp.int32))
   greedy = nm.apply_mask(x, jnp.arange(x.shape[-1]) == first)
   return nm.finish(jnp.where(positive, scaled_x, greedy), logits.dtype)

@@ -120,16 +120,21 @@ def _kth_key(x: jax.Array, k: jax.Array, candidates: int) -> jax.Array:
   return lax.cond(jnp.any(slow_rows), slow, lambda: fast)
 
 
-@functools.partial(jax.jit, static_argnames="candidates")
-def _top_k(logits, k, candidates=TOP_K_CANDIDATES):
-  x = logits.astype(jnp.float32)
+def _top_k_key(x, k, candidates=TOP_K_CANDIDATES):
+  """top_k's threshold on float32 logits ``x`` (for ``_write(x, None, thr)``)."""
   active = lambda k: (k > 0) & (k < x.shape[-1])
   # (top_k never reads the row max: its dispatch skips that pass.)
   thr = _when_any(active(k), lambda: nm.dispatch(x, lambda e, _, k: lax.cond(
       jnp.any(active(k)), lambda: _kth_key(e, k, candidates), lambda: _keep_all(e[..., :1])),
                                                  (k,), inf_rule=False, blocked=True,
                                                  with_max=False)[0], x)
-  return _write(x, None, jnp.where(active(k), thr, 0), logits.dtype)
+  return jnp.where(active(k), thr, 0)
+
+
+@functools.partial(jax.jit, static_argnames="candidates")
+def _top_k(logits, k, candidates=TOP_K_CANDIDATES):
+  x = logits.astype(jnp.float32)
+  return _write(x, None, _top_k_key(x, k, candidates), logits.dtype)
 
 
 def top_k(logits: Any, k: Any) -> jax.Array:
@@ -553,15 +558,21 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
   return lax.cond(jnp.any(~fits), slow, lambda: fast)
 
 
-@functools.partial(jax.jit, static_argnames=("candidates", "passes", "estimate"))
-def _top_p(logits, p, candidates=TOP_P_CANDIDATES, passes=NUCLEUS_PASSES, estimate=None):
-  x = logits.astype(jnp.float32)
+def _top_p_key(x, p, candidates=TOP_P_CANDIDATES, passes=NUCLEUS_PASSES, estimate=None):
+  """top_p's threshold and +inf rows on float32 logits ``x`` (for ``_write(x, any_inf, thr)``)."""
   active = lambda p: ~(p >= 1)
   thr, any_inf = _when_any(active(p), lambda: nm.dispatch(x, lambda e, m, p, all_finite: lax.cond(
       jnp.any(active(p)), lambda: _nucleus_key(e, m, p, candidates, passes, estimate=estimate,
                                                all_finite=all_finite),
       lambda: _keep_all(m)), (p,), blocked=True, finite=True), x, with_inf=True)
-  return _write(x, any_inf, jnp.where(active(p), thr, 0), logits.dtype)
+  return jnp.where(active(p), thr, 0), any_inf
+
+
+@functools.partial(jax.jit, static_argnames=("candidates", "passes", "estimate"))
+def _top_p(logits, p, candidates=TOP_P_CANDIDATES, passes=NUCLEUS_PASSES, estimate=None):
+  x = logits.astype(jnp.float32)
+  thr, any_inf = _top_p_key(x, p, candidates, passes, estimate)
+  return _write(x, any_inf, thr, logits.dtype)
 
 
 @jax.jit
@@ -641,13 +652,15 @@ def _min_p_cut(m: jax.Array, p: jax.Array) -> jax.Array:
   return m + jnp.log(jnp.where(p > 0, jnp.minimum(p, 1.0), 1.0))
 
 
+def _min_p_key(m: jax.Array, p: jax.Array) -> jax.Array:
+  """min_p's threshold for row maximum ``m`` (the top is always kept)."""
+  return jnp.minimum(nm.ordered_key(_min_p_cut(m, p)), nm.ordered_key(m))
+
+
 @jax.jit
 def _min_p(logits, p):
   x = logits.astype(jnp.float32)
-  # The top is always kept.
-  thr, any_inf = nm.dispatch(
-      x, lambda e, m, p: jnp.minimum(nm.ordered_key(_min_p_cut(m, p)), nm.ordered_key(m)), (p,),
-      blocked=True)
+  thr, any_inf = nm.dispatch(x, lambda e, m, p: _min_p_key(m, p), (p,), blocked=True)
   return _write(x, any_inf, jnp.where(p > 0, thr, 0), logits.dtype)
 
 
@@ -687,8 +700,8 @@ def min_p(logits: Any, p: Any) -> jax.Array:
 MIN_P_INSIDE_MARGIN = 1e-4
 
 
-@functools.partial(jax.jit, static_argnames="clean")
-def _min_p_inside_top_p(logits, p, mp, clean=False):
+@functools.partial(jax.jit, static_argnames=("clean", "with_max"))
+def _min_p_inside_top_p(logits, p, mp, clean=False, with_max=False):
   """``[..., 1]`` bool: rows whose min_p cut (``mp > 0``) keeps only tokens that top_p ``p``
   keeps too, so that ``min_p(top_p(x))`` equals ``min_p(x)`` there.
 
@@ -700,6 +713,7 @@ def _min_p_inside_top_p(logits, p, mp, clean=False):
   ``+inf``, no finite logit, or ``t`` or the maximum in the denormal band answer False.
   ``clean``: the caller guarantees logits without NaN (a truncation's output), so the
   sanitizing select is skipped (XLA would write it out for the three passes that read it).
+  ``with_max``: also return the row maximum, ``(inside, m)``.
   """
   x = logits.astype(jnp.float32) if clean else nm.sanitize(logits)
   m = jnp.max(x, axis=-1, keepdims=True)
@@ -710,7 +724,8 @@ def _min_p_inside_top_p(logits, p, mp, clean=False):
   v = x.shape[-1]
   z = nm.exact_sum(w, v)
   kept = nm.exact_sum(jnp.where(x >= t, w, 0.0), v)  # t is normal: the float comparison is exact
-  return plain & (kept < (p - MIN_P_INSIDE_MARGIN) * z)
+  inside = plain & (kept < (p - MIN_P_INSIDE_MARGIN) * z)
+  return (inside, m) if with_max else inside
 
 
 # --------------------------------------------------------------------------------------------
