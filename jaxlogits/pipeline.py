@@ -377,8 +377,7 @@ def _top_k_then_top_p(x, params, rare):
     threshold min_p's own pass would find: the row is finite, its maximum normal), and set to
     its identity for the rules that follow.
 
-  ``x`` holds no NaN (temperature's output). Returns ``(x, params)``: the logits and the
-  parameters left for the rest of the pipeline.
+  Returns ``(x, params)``: the logits and the parameters left for the rest of the pipeline.
   """
   k, p, mp = _row(params.top_k), _row(params.top_p), _row(params.min_p)
   x32 = x.astype(jnp.float32)
@@ -398,13 +397,11 @@ def _top_k_then_top_p(x, params, rare):
     return thr_k, jnp.maximum(thr_p, thr_m), any_inf, folded
 
   def in_turn():
-    # Without a top_k row, top_k's output is x itself (NaN-free: temperature's output), and
-    # top_p's passes read x rather than a copy that a branch would write out.
-    def with_top_k():
-      thr_k = _trunc._top_k_key(x32, k)
-      return then_top_p(_trunc._write(x32, None, thr_k, jnp.float32), thr_k)
-    return lax.cond(jnp.any((params.top_k > 0) & (params.top_k < x.shape[-1])), with_top_k,
-                    lambda: then_top_p(x32, none(jnp.uint32)))
+    # (Choosing x itself for y when no row has a top_k would save writing y, but both branches
+    # of that lax.cond would hold top_p's whole search: the compile time of the pipeline's
+    # two-block program in tests/test_pipeline.py went from 25 s to 50 s.)
+    thr_k = _trunc._top_k_key(x32, k)
+    return then_top_p(_trunc._write(x32, None, thr_k, jnp.float32), thr_k)
 
   # (Each way is traced once: the thresholds come out of the first test, the choice is the
   # second.) Both ways end in thresholds, not arrays: the two writes below are elementwise and
