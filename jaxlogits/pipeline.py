@@ -404,8 +404,8 @@ def _top_k_then_top_p(x, params, rare):
     return then_top_p(_trunc._write(x32, None, thr_k, jnp.float32), thr_k)
 
   # (Each way is traced once: the thresholds come out of the first test, the choice is the
-  # second.) Both ways end in thresholds, not arrays: the two writes below are elementwise and
-  # fuse into what reads them next.
+  # second.) Both ways end in thresholds, not arrays (an array a branch returns is written out
+  # in full); the two writes below fuse into one select.
   fusable = jnp.any((params.top_k > 0) & ~(params.top_p >= 1))
   thr, ok = lax.cond(fusable, lambda: _trunc._top_k_top_p_keys(x, k, p),
                      lambda: (none(jnp.uint32), none(bool)))
