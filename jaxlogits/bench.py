@@ -87,7 +87,8 @@ def rounds_ms(fns: dict[str, tuple], repeats: int, warmup: int = 2) -> dict[str,
   Args:
     fns: ``{name: (fn, args[, block[, settle]])}``: ``block`` waits for a result
       (``jax.block_until_ready`` when None or not given; see :func:`median_ms`); ``settle``
-      untimed calls come before the timed one in each round (0 when not given).
+      seconds of untimed calls, at least one, come before the timed one in each round (none
+      when 0 or not given).
     repeats: rounds.
     warmup: untimed calls of each function first.
 
@@ -103,8 +104,11 @@ def rounds_ms(fns: dict[str, tuple], repeats: int, warmup: int = 2) -> dict[str,
   times: dict[str, list[float]] = {n: [] for n in calls}
   for _ in range(repeats):
     for name, (fn, args, block, settle) in calls.items():
-      for _ in range(settle):
+      start = time.perf_counter()
+      while settle:
         block(fn(*args))
+        if time.perf_counter() - start >= settle:
+          break
       start = time.perf_counter()
       block(fn(*args))
       times[name].append((time.perf_counter() - start) * 1e3)
@@ -268,8 +272,7 @@ def make_inputs(batch: int, vocab: int, seed: int = 0) -> tuple[jax.Array, jax.A
 # the run
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-  return None if a is None or b is None else a / b
+PEER_SETTLE_S = 0.2  # untimed calls of ours after each peer call (see workload_rows)
 
 
 def workload_rows(batch: int, vocab: int, repeats: int, peers: bool) -> list[dict[str, Any]]:
@@ -278,7 +281,8 @@ def workload_rows(batch: int, vocab: int, repeats: int, peers: bool) -> list[dic
   Each workload's floor, composed and pipeline figures are timed in the same rounds
   (:func:`rounds_ms`), and each ratio is the median of the per-round ratios. The peers are
   timed after all of jaxlogits' figures, so that their large allocations and torch's threads
-  do not run in between; each in rounds with our faster way, compared round by round.
+  do not run in between; each in rounds with our faster way, compared round by round, where
+  ours is timed after :data:`PEER_SETTLE_S` seconds of untimed calls of its own.
   """
   rows, ways = [], {}
   floor_fn = jax.jit(lambda l: jax.nn.logsumexp(l, axis=-1))
@@ -295,21 +299,24 @@ def workload_rows(batch: int, vocab: int, repeats: int, peers: bool) -> list[dic
                      composed_x_floor=paired_ratio(t["composed"], t["floor"]),
                      pipeline_x_floor=paired_ratio(t["pipeline"], t["floor"]),
                      common_jax_ms=None, transformers_ms=None, common_jax_x_ours=None,
-                     transformers_x_ours=None, rounds_ms=t))
+                     transformers_x_ours=None, rounds_ms=t, peer_rounds_ms=None))
   if not peers:
     return rows
   for row in rows:
     name, b = row["workload"], row["batch"]
     key, logits, counts = ways[name]["composed"][1]
     ours = ways[name]["composed" if row["composed_ms"] <= row["pipeline_ms"] else "pipeline"]
-    # A peer's call (its large allocations freed, torch's threads still spinning) slowed the
-    # JAX call right after it by about 30% on the README's 2-core machine (W1 through the
-    # pipeline, torch's processors in between): the call that settles it goes untimed.
-    ours = (*ours, None, 1)
+    # After a peer's call our calls ran slower for a while, by up to 2x on the README's 2-core
+    # machine (W2 through the pipeline after torch's processors: 7 ms alone; 9-27 ms right
+    # after, 11-13 ms after 8 more calls, back to 7-8 ms after 16). No page faults, no thread
+    # spinning (no CPU time during a sleep), and a 1 s sleep did not end it: it wears off with
+    # our own work. So each round first spends PEER_SETTLE_S in untimed calls of ours.
+    ours = (*ours, None, PEER_SETTLE_S)
     n = max(3, repeats // 3)
     t = rounds_ms(dict(ours=ours, peer=(common_jax(name), (key, logits, counts))), n)
     row["common_jax_ms"] = float(np.median(t["peer"]))
     row["common_jax_x_ours"] = paired_ratio(t["peer"], t["ours"])
+    row["peer_rounds_ms"] = dict(common_jax=t)
     hf = transformers_peer(name)
     if hf is not None:
       import torch
@@ -319,6 +326,7 @@ def workload_rows(batch: int, vocab: int, repeats: int, peers: bool) -> list[dic
       t = rounds_ms(dict(ours=ours, peer=(hf, (ids, scores), torch_block)), n)
       row["transformers_ms"] = float(np.median(t["peer"]))
       row["transformers_x_ours"] = paired_ratio(t["peer"], t["ours"])
+      row["peer_rounds_ms"]["transformers"] = t
   return rows
 
 

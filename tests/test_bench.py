@@ -1,6 +1,7 @@
 """``jaxlogits bench`` (jaxlogits/bench.py, bench_decode.py) at tiny sizes: structure, not speed."""
 
 import json
+import time
 
 import jax
 import jax.numpy as jnp
@@ -56,10 +57,15 @@ def test_paired_ratio_is_the_median_of_per_round_ratios():
   assert bench.paired_ratio([3.0, 2.0, 100.0], [1.0, 1.0, 1.0]) == 3.0
   calls = []
   t = bench.rounds_ms(dict(a=(lambda: calls.append("a"), ()),
-                           b=(lambda: calls.append("b"), (), None, 1)), repeats=3, warmup=1)
-  # Warm-up, then each round: one timed call of each, b after one untimed call that settles it.
+                           b=(lambda: calls.append("b"), (), None, 1e-9)), repeats=3, warmup=1)
+  # Warm-up, then each round: one timed call of each, b after untimed calls that settle it
+  # (at least one; here one, as the first already outlasts 1e-9 s).
   assert calls == ["a", "b"] + ["a", "b", "b"] * 3
   assert sorted(t) == ["a", "b"] and all(len(v) == 3 and min(v) >= 0 for v in t.values())
+  calls.clear()
+  bench.rounds_ms(dict(c=(lambda: calls.append(time.sleep(0.01)), (), None, 0.035)),
+                  repeats=2, warmup=0)
+  assert 2 * 4 + 2 <= len(calls) <= 2 * 6 + 2  # settle: calls until 0.035 s have passed
 
 
 def test_cli_writes_json_and_plot(tmp_path, capsys):
