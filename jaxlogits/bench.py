@@ -185,10 +185,17 @@ def composed(name: str) -> Callable:
 
 
 def pipelined(name: str, batch: int) -> tuple[Callable, jl.SamplingParams]:
-  """The workload through the batched parameter record and its one pipeline function."""
+  """The workload through the batched parameter record and its one pipeline function.
+
+  Only W3 hands its counts to ``sample_step``: the others have no penalties, and their composed
+  way does not read the counts either. (Given counts, ``sample_step`` applies the penalties
+  without testing whether a row has one, so they cost one more read of a logits-sized array
+  even at their identity values: about 1.2 ms of W1's 5 to 6 ms on the README's machine.)
+  """
   params = jl.SamplingParams.create(batch, **SETTINGS[name])
+  use_counts = "repetition_penalty" in SETTINGS[name]
   step = jax.jit(lambda key, logits, counts, params: jl.sample_step(
-      key, logits, params, counts=counts)[0])
+      key, logits, params, counts=counts if use_counts else None)[0])
   return step, params
 
 
@@ -272,7 +279,9 @@ def make_inputs(batch: int, vocab: int, seed: int = 0) -> tuple[jax.Array, jax.A
 # the run
 
 
-PEER_SETTLE_S = 0.2  # untimed calls of ours after each peer call (see workload_rows)
+# Seconds of untimed calls of a function before its timed call in each round (see
+# workload_rows).
+SETTLE_S = 0.2
 
 
 def workload_rows(batch: int, vocab: int, repeats: int, peers: bool) -> list[dict[str, Any]]:
@@ -281,8 +290,16 @@ def workload_rows(batch: int, vocab: int, repeats: int, peers: bool) -> list[dic
   Each workload's floor, composed and pipeline figures are timed in the same rounds
   (:func:`rounds_ms`), and each ratio is the median of the per-round ratios. The peers are
   timed after all of jaxlogits' figures, so that their large allocations and torch's threads
-  do not run in between; each in rounds with our faster way, compared round by round, where
-  ours is timed after :data:`PEER_SETTLE_S` seconds of untimed calls of its own.
+  do not run in between; each in rounds with our faster way, compared round by round.
+
+  In every round each function first runs untimed for :data:`SETTLE_S` seconds. A call right
+  after another program's ran slower for a while on the README's 2-core machine: W2 through
+  the pipeline took 7 ms alone, 9 to 27 ms right after a call of transformers' processors, 11
+  to 13 ms after 8 more calls and 7 to 8 ms after 16; W1 through the pipeline took 6.9 ms right
+  after the composed way's call and 4.2 to 4.8 ms settled. No page faults, no thread spinning
+  (no CPU time used during a sleep), and a 1 s sleep did not end it: it wears off with the
+  function's own work. Settled, each figure is the function's own steady state, while the
+  rounds still share the machine's slow stretches.
   """
   rows, ways = [], {}
   floor_fn = jax.jit(lambda l: jax.nn.logsumexp(l, axis=-1))
@@ -292,7 +309,8 @@ def workload_rows(batch: int, vocab: int, repeats: int, peers: bool) -> list[dic
     step, params = pipelined(name, b)
     ways[name] = dict(composed=(composed(name), (key, logits, counts)),
                       pipeline=(step, (key, logits, counts, params)))
-    t = rounds_ms(dict(floor=(floor_fn, (logits,)), **ways[name]), repeats, warmup=5)
+    t = rounds_ms({n: (*f, None, SETTLE_S) for n, f in
+                   dict(floor=(floor_fn, (logits,)), **ways[name]).items()}, repeats, warmup=5)
     med = {k: float(np.median(v)) for k, v in t.items()}
     rows.append(dict(workload=name, batch=b, vocab=vocab, floor_ms=med["floor"],
                      composed_ms=med["composed"], pipeline_ms=med["pipeline"],
@@ -306,12 +324,7 @@ def workload_rows(batch: int, vocab: int, repeats: int, peers: bool) -> list[dic
     name, b = row["workload"], row["batch"]
     key, logits, counts = ways[name]["composed"][1]
     ours = ways[name]["composed" if row["composed_ms"] <= row["pipeline_ms"] else "pipeline"]
-    # After a peer's call our calls ran slower for a while, by up to 2x on the README's 2-core
-    # machine (W2 through the pipeline after torch's processors: 7 ms alone; 9-27 ms right
-    # after, 11-13 ms after 8 more calls, back to 7-8 ms after 16). No page faults, no thread
-    # spinning (no CPU time during a sleep), and a 1 s sleep did not end it: it wears off with
-    # our own work. So each round first spends PEER_SETTLE_S in untimed calls of ours.
-    ours = (*ours, None, PEER_SETTLE_S)
+    ours = (*ours, None, SETTLE_S)  # (the peers' calls take far longer than any settling)
     n = max(3, repeats // 3)
     t = rounds_ms(dict(ours=ours, peer=(common_jax(name), (key, logits, counts))), n)
     row["common_jax_ms"] = float(np.median(t["peer"]))
