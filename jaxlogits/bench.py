@@ -8,10 +8,12 @@ Run it on your own CPU, GPU or TPU::
 
 Every figure is the median of ``--repeats`` timed calls after warm-up calls, each blocked on
 (``jax.block_until_ready``). The figures compared are timed in the same rounds, one call of each
-per round, and every ratio is the median of the per-round ratios, so that a slow stretch of a
-shared machine scales both sides of a ratio; the peers are timed after all of jaxlogits'
-figures. The floor is ``jax.nn.logsumexp``
-over the same logits, jitted: one read of the logits with the exponentials a softmax needs.
+per round, each call after :data:`SETTLE_S` seconds of untimed calls of the same function (so
+that it runs in its own steady state, not in the state the previous program left), and every
+ratio is the median of the per-round ratios, so that a slow stretch of a shared machine scales
+both sides of a ratio; the peers are timed after all of jaxlogits' figures. The floor is
+``jax.nn.logsumexp`` over the same logits, jitted: one read of the logits with the exponentials
+a softmax needs.
 
 Workloads (float32 logits, batch 32 and vocabulary 128256 unless ``--batch``/``--vocab`` say
 otherwise):
@@ -324,7 +326,7 @@ def workload_rows(batch: int, vocab: int, repeats: int, peers: bool) -> list[dic
     name, b = row["workload"], row["batch"]
     key, logits, counts = ways[name]["composed"][1]
     ours = ways[name]["composed" if row["composed_ms"] <= row["pipeline_ms"] else "pipeline"]
-    ours = (*ours, None, SETTLE_S)  # (the peers' calls take far longer than any settling)
+    ours = (*ours, None, SETTLE_S)
     n = max(3, repeats // 3)
     t = rounds_ms(dict(ours=ours, peer=(common_jax(name), (key, logits, counts))), n)
     row["common_jax_ms"] = float(np.median(t["peer"]))
@@ -350,9 +352,9 @@ def scaling_rows(repeats: int, vocabs=SCALING_VOCABS, batches=SCALING_BATCHES
   for b in batches:
     for v in vocabs:
       logits, counts, key = make_inputs(b, v)
-      t = rounds_ms(dict(floor=(jax.jit(lambda l: jax.nn.logsumexp(l, axis=-1)), (logits,)),
-                         **{n: (composed(n), (key, logits, counts)) for n in ("W1", "W2")}),
-                    repeats)
+      fns = dict(floor=(jax.jit(lambda l: jax.nn.logsumexp(l, axis=-1)), (logits,)),
+                 **{n: (composed(n), (key, logits, counts)) for n in ("W1", "W2")})
+      t = rounds_ms({n: (*f, None, SETTLE_S) for n, f in fns.items()}, repeats)
       row = dict(batch=b, vocab=v, floor_ms=float(np.median(t["floor"])))
       for name in ("W1", "W2"):
         ms = float(np.median(t[name]))
