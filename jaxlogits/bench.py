@@ -285,6 +285,9 @@ def make_inputs(batch: int, vocab: int, seed: int = 0) -> tuple[jax.Array, jax.A
 # workload_rows).
 SETTLE_S = 0.2
 
+# The floor: one read of the logits with a softmax's exponentials (compiled once per shape).
+_floor = jax.jit(lambda l: jax.nn.logsumexp(l, axis=-1))
+
 
 def workload_rows(batch: int, vocab: int, repeats: int, peers: bool) -> list[dict[str, Any]]:
   """Times W1-W4 every way at one shape; ratios against the floor of the same shape.
@@ -304,7 +307,6 @@ def workload_rows(batch: int, vocab: int, repeats: int, peers: bool) -> list[dic
   rounds still share the machine's slow stretches.
   """
   rows, ways = [], {}
-  floor_fn = jax.jit(lambda l: jax.nn.logsumexp(l, axis=-1))
   for name in ("W1", "W2", "W3", "W4"):
     b = 1 if name == "W4" else batch
     logits, counts, key = make_inputs(b, vocab)
@@ -312,7 +314,7 @@ def workload_rows(batch: int, vocab: int, repeats: int, peers: bool) -> list[dic
     ways[name] = dict(composed=(composed(name), (key, logits, counts)),
                       pipeline=(step, (key, logits, counts, params)))
     t = rounds_ms({n: (*f, None, SETTLE_S) for n, f in
-                   dict(floor=(floor_fn, (logits,)), **ways[name]).items()}, repeats, warmup=5)
+                   dict(floor=(_floor, (logits,)), **ways[name]).items()}, repeats, warmup=5)
     med = {k: float(np.median(v)) for k, v in t.items()}
     rows.append(dict(workload=name, batch=b, vocab=vocab, floor_ms=med["floor"],
                      composed_ms=med["composed"], pipeline_ms=med["pipeline"],
@@ -352,7 +354,7 @@ def scaling_rows(repeats: int, vocabs=SCALING_VOCABS, batches=SCALING_BATCHES
   for b in batches:
     for v in vocabs:
       logits, counts, key = make_inputs(b, v)
-      fns = dict(floor=(jax.jit(lambda l: jax.nn.logsumexp(l, axis=-1)), (logits,)),
+      fns = dict(floor=(_floor, (logits,)),
                  **{n: (composed(n), (key, logits, counts)) for n in ("W1", "W2")})
       t = rounds_ms({n: (*f, None, SETTLE_S) for n, f in fns.items()}, repeats)
       row = dict(batch=b, vocab=v, floor_ms=float(np.median(t["floor"])))
