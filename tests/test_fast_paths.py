@@ -122,6 +122,32 @@ def test_top_k_paths_match_reference_on_adversarial_rows(candidates, data):
   assert_same_masks_and_values(got, R.apply_rows(R.top_k_ref, logits, k), exact_values=True)
 
 
+@pytest.mark.parametrize("ks,exact,v", [([65, 256, 3], 0, 39_999), ([257, 1024, 64], 0, 39_998),
+                                        ([100, 1025, 1], 1, 39_997)])
+def test_top_k_beyond_its_candidates_takes_one_longer_list(ks, exact, v, monkeypatch):
+  # Rows beyond the 64 candidates take the smallest longer list (256, then 1024) holding all of
+  # their k, and the exact search runs only where none does: each batch ends in a different
+  # way, rows of every kind beside them, and every row gets the reference's mask.
+  assert [truncation.TOP_K_CANDIDATES * m for m in truncation.TOP_K_TIERS] == [64, 256, 1024]
+  searches = []
+  bisect = truncation.nm.bisect_threshold
+
+  def counted(*args):
+    jax.debug.callback(lambda: searches.append(1))
+    return bisect(*args)
+
+  monkeypatch.setattr(truncation.nm, "bisect_threshold", counted)
+  rng = np.random.default_rng(sum(ks))
+  # v: a shape no other case or test compiles, so that this trace calls this case's counter.
+  logits = rng.integers(-300, 300, size=(3, v)).astype(np.float32)  # ties at every k
+  logits[1, rng.integers(0, v, 5000)] = -np.inf
+  k = np.array(ks)
+  got = truncation._top_k(jnp.asarray(logits), jnp.asarray(k, jnp.int32)[:, None])
+  assert_same_masks_and_values(got, R.apply_rows(R.top_k_ref, logits, k), exact_values=True)
+  jax.effects_barrier()
+  assert len(searches) == exact
+
+
 @pytest.mark.parametrize("k", [1, 7, 50, 64, 65, 700])
 def test_top_k_long_rows_with_ties_and_denormals(k):
   rng = np.random.default_rng(k)
