@@ -289,8 +289,11 @@ SETTLE_S = 0.2
 _floor = jax.jit(lambda l: jax.nn.logsumexp(l, axis=-1))
 
 
-def workload_rows(batch: int, vocab: int, repeats: int, peers: bool) -> list[dict[str, Any]]:
+def workload_rows(batch: int, vocab: int, repeats: int, peers: bool,
+                  progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
   """Times W1-W4 every way at one shape; ratios against the floor of the same shape.
+
+  ``progress`` (when given) gets one line per figure as soon as it is measured.
 
   Each workload's floor, composed and pipeline figures are timed in the same rounds
   (:func:`rounds_ms`), and each ratio is the median of the per-round ratios. The peers are
@@ -322,6 +325,9 @@ def workload_rows(batch: int, vocab: int, repeats: int, peers: bool) -> list[dic
                      pipeline_x_floor=paired_ratio(t["pipeline"], t["floor"]),
                      common_jax_ms=None, transformers_ms=None, common_jax_x_ours=None,
                      transformers_x_ours=None, rounds_ms=t, peer_rounds_ms=None))
+    _tell(progress, f"{name} {b}x{vocab}: floor {med['floor']:.2f} ms, composed "
+          f"{med['composed']:.2f} ms ({rows[-1]['composed_x_floor']:.2f}x), pipeline "
+          f"{med['pipeline']:.2f} ms ({rows[-1]['pipeline_x_floor']:.2f}x)")
   if not peers:
     return rows
   for row in rows:
@@ -334,6 +340,8 @@ def workload_rows(batch: int, vocab: int, repeats: int, peers: bool) -> list[dic
     row["common_jax_ms"] = float(np.median(t["peer"]))
     row["common_jax_x_ours"] = paired_ratio(t["peer"], t["ours"])
     row["peer_rounds_ms"] = dict(common_jax=t)
+    _tell(progress, f"{name}: common JAX {row['common_jax_ms']:.1f} ms "
+          f"({row['common_jax_x_ours']:.1f}x ours)")
     hf = transformers_peer(name)
     if hf is not None:
       import torch
@@ -344,12 +352,15 @@ def workload_rows(batch: int, vocab: int, repeats: int, peers: bool) -> list[dic
       row["transformers_ms"] = float(np.median(t["peer"]))
       row["transformers_x_ours"] = paired_ratio(t["peer"], t["ours"])
       row["peer_rounds_ms"]["transformers"] = t
+      _tell(progress, f"{name}: transformers {row['transformers_ms']:.1f} ms "
+            f"({row['transformers_x_ours']:.1f}x ours)")
   return rows
 
 
-def scaling_rows(repeats: int, vocabs=SCALING_VOCABS, batches=SCALING_BATCHES
-                 ) -> list[dict[str, Any]]:
-  """W1 and W2 (composed) and the floor over batch x vocabulary, with time per logit."""
+def scaling_rows(repeats: int, vocabs=SCALING_VOCABS, batches=SCALING_BATCHES,
+                 progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+  """W1 and W2 (composed) and the floor over batch x vocabulary, with time per logit
+  (``progress``: as in :func:`workload_rows`)."""
   rows = []
   for b in batches:
     for v in vocabs:
@@ -363,7 +374,14 @@ def scaling_rows(repeats: int, vocabs=SCALING_VOCABS, batches=SCALING_BATCHES
         row[f"{name}_ms"] = ms
         row[f"{name}_ns_per_logit"] = ms * 1e6 / (b * v)
       rows.append(row)
+      _tell(progress, f"scaling {b}x{v}: floor {row['floor_ms']:.2f} ms, W1 "
+            f"{row['W1_ms']:.2f} ms, W2 {row['W2_ms']:.2f} ms")
   return rows
+
+
+def _tell(progress: Callable[[str], None] | None, line: str) -> None:
+  if progress is not None:
+    progress(line)
 
 
 def sharded_row(timeout: float = 900.0) -> dict[str, Any] | None:
@@ -381,7 +399,8 @@ def sharded_row(timeout: float = 900.0) -> dict[str, Any] | None:
 
 def run(batch: int = 32, vocab: int = 128256, repeats: int = 15, peers: bool = True,
         scaling: bool = True, sharded: bool = True, decode: bool = False,
-        vocabs=SCALING_VOCABS, batches=SCALING_BATCHES) -> dict[str, Any]:
+        vocabs=SCALING_VOCABS, batches=SCALING_BATCHES,
+        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
   """Runs the benchmark and returns its results as a JSON-ready dict.
 
   Args:
@@ -394,6 +413,8 @@ def run(batch: int = 32, vocab: int = 128256, repeats: int = 15, peers: bool = T
     decode: also time the decode loop (see :func:`jaxlogits.bench_decode.run`).
     vocabs: vocabulary sizes of the scaling table.
     batches: batch sizes of the scaling table.
+    progress: called with one line per figure as soon as it is measured (``jaxlogits bench``
+      prints them to stderr, so that a run cut short still reports what it measured).
 
   Returns:
     ``{"device", "jax", "workloads", "scaling", "sharded", "decode"}``.
@@ -408,9 +429,12 @@ def run(batch: int = 32, vocab: int = 128256, repeats: int = 15, peers: bool = T
       cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
       jax=jax.__version__, repeats=repeats,
       malloc={k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")})
-  out["workloads"] = workload_rows(batch, vocab, repeats, peers)
-  out["scaling"] = scaling_rows(repeats, vocabs, batches) if scaling else []
+  out["workloads"] = workload_rows(batch, vocab, repeats, peers, progress)
+  out["scaling"] = scaling_rows(repeats, vocabs, batches, progress) if scaling else []
   out["sharded"] = sharded_row() if sharded else None
+  if out["sharded"] is not None:
+    _tell(progress, "sharded: " + json.dumps({k: v for k, v in out["sharded"].items()
+                                              if not isinstance(v, (dict, list))}))
   if decode:
     from jaxlogits import bench_decode
     out["decode"] = bench_decode.run(repeats=max(3, repeats // 5), peers=peers)
@@ -544,7 +568,8 @@ def main(args: argparse.Namespace) -> int:
     raise ValueError("--plot draws the scaling table; drop --no-scaling")
   out = run(args.batch, args.vocab, args.repeats, peers=not args.no_peers,
             scaling=not args.no_scaling, sharded=not args.no_sharded, decode=args.decode,
-            vocabs=vocabs, batches=batches)
+            vocabs=vocabs, batches=batches,
+            progress=lambda line: print(line, file=sys.stderr, flush=True))
   print(format_table(out))
   with open(args.json, "w") as f:
     json.dump(out, f, indent=1)

@@ -32,8 +32,17 @@ def test_common_jax_top_p_keeps_the_same_nucleus():
 
 
 def test_run_reports_ratios_measured_in_the_same_run():
+  lines = []
   out = bench.run(batch=2, vocab=512, repeats=2, peers=True, scaling=True, sharded=False,
-                  vocabs=(256, 512), batches=(1,))
+                  vocabs=(256, 512), batches=(1,), progress=lines.append)
+  # Each figure is reported as soon as it is measured: the four workloads, then their peers,
+  # then the scaling rows, each line naming what it measured.
+  heads = [line.split(":")[0] for line in lines]
+  assert heads[:4] == ["W1 2x512", "W2 2x512", "W3 2x512", "W4 1x512"]
+  assert heads[-2:] == ["scaling 1x256", "scaling 1x512"]
+  assert all(h.split()[0] in ("W1", "W2", "W3", "W4") for h in heads[4:-2]) and len(heads) > 6
+  r = out["workloads"][0]
+  assert f"({r['composed_x_floor']:.2f}x)" in lines[0] and f"{r['floor_ms']:.2f} ms" in lines[0]
   assert [r["workload"] for r in out["workloads"]] == ["W1", "W2", "W3", "W4"]
   for r in out["workloads"]:
     assert r["floor_ms"] > 0 and r["composed_ms"] > 0 and r["pipeline_ms"] > 0
