@@ -438,6 +438,7 @@ def run(batch: int = 32, vocab: int = 128256, repeats: int = 15, peers: bool = T
   if decode:
     from jaxlogits import bench_decode
     out["decode"] = bench_decode.run(repeats=max(3, repeats // 5), peers=peers)
+    _tell(progress, bench_decode.format_table(out["decode"]))
   else:
     out["decode"] = None
   return out
