@@ -243,6 +243,13 @@ def _rare(params):
                     params.eta_cutoff > 0, params.top_n_sigma > 0, params.temperature_last])
 
 
+def _any_rare_or_greedy(params):
+  """Scalar: whether ``_sample_step`` needs its program with the rarer rules and temperature's
+  greedy branch: some row uses a rarer rule or has temperature 0 (``~(t > 0)`` also holds for
+  a negative or NaN temperature under jit, which acts as 0)."""
+  return jnp.any(_rare(params)) | jnp.any(~(params.temperature > 0))
+
+
 def _row_split(logits, params, counts, tokens, length, num_generated, eos_ids, allowed):
   """The arguments of ``_process_body`` as ``(per_row, shared)`` for ``nm.by_row_blocks``: an
   ``allowed`` mask shared by all rows (``[V]`` or ``[1, V]``) is passed whole."""
@@ -276,6 +283,8 @@ def _sample_step(keys, logits, params, counts, tokens, length, num_generated, eo
   rarer rules when some row uses one, without them otherwise. A ``lax.cond`` that passes the
   logits through costs about a copy of them on CPU and keeps the last mask from fusing into the
   draw's passes; this one sits before any of the work, on values that are already in memory.
+  The program without them also leaves out temperature's greedy branch, so it runs only when
+  no row has temperature 0 either: that branch's lax.cond would copy each block's logits out.
   On CPU a batch of one block runs one program that tests the group inside it: there the
   choice between two whole programs costs more than the test. Blocks of rows as in ``_process``."""
   per_row, shared = _row_split(logits, params, counts, tokens, length, num_generated, eos_ids,
@@ -297,13 +306,14 @@ def _sample_step(keys, logits, params, counts, tokens, length, num_generated, eo
     # programs under a lax.cond took about 40% longer than this one. (Off CPU, where
     # each lax.cond may cost a round trip to the host, the one test is kept.)
     return program(None)()
-  return lax.cond(jnp.any(_rare(params)), program(True), program(False))
+  return lax.cond(_any_rare_or_greedy(params), program(True), program(False))
 
 
 def _process_body(logits, params, counts, tokens, length, num_generated, eos_ids, allowed, *,
                   rare, test_penalties=True):
-  """The standard order. ``rare``: apply the group of rarer rules (True), skip it (False), or
-  test at run time whether some row uses it (None). ``test_penalties``: skip the penalties when
+  """The standard order. ``rare``: apply the group of rarer rules (True), skip it and the greedy
+  branch of temperature (False: the caller has checked that no row uses them), or test at run
+  time whether some row uses them (None). ``test_penalties``: skip the penalties when
   no row has one (one test), or apply them untested (False; see below)."""
   b, v = logits.shape
   x = logits
@@ -336,7 +346,8 @@ def _process_body(logits, params, counts, tokens, length, num_generated, eos_ids
     x = _pen._no_repeat_ngram(x, tokens, _row(params.no_repeat_ngram_size), length)
   # 3. temperature first, unless temperature_last
   last = params.temperature_last
-  x = _temp._temperature(x, _row(jnp.where(last, 1.0, params.temperature)))
+  x = _temp._temperature(x, _row(jnp.where(last, 1.0, params.temperature)),
+                         greedy=rare is not False)
   # 4. truncations, each seeing the survivors of the previous one (their outputs are
   # sanitized: NaN is gone from here on)
   x, params = _top_k_then_top_p(x, params, rare)

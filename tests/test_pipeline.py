@@ -182,8 +182,10 @@ from jaxlogits import sampling as sp_  # noqa: E402
 
 def _mixed_batch(b, v, seed, rare=True):
   """A batch whose rows use every setting (and rows at the identity), with per-row context;
-  with ``rare=False`` no row uses min_p, typical_p, the cutoffs, top-n-sigma or temperature-last
-  (sample_step's program without that group)."""
+  with ``rare=False`` no row uses min_p, typical_p, the cutoffs, top-n-sigma, temperature-last
+  or temperature 0 (sample_step's program without that group and without the greedy branch);
+  with ``rare="greedy"`` no row uses the rarer rules but some rows have temperature 0 (which
+  alone takes the program with them)."""
   rng = np.random.default_rng(seed)
   logits = _logits(b, v, seed=seed)
   logits = logits.at[1, 3].set(jnp.nan).at[2].set(-jnp.inf).at[3, :4].set(jnp.inf)
@@ -197,10 +199,14 @@ def _mixed_batch(b, v, seed, rare=True):
       frequency_penalty=pick(0.0, 0.4), presence_penalty=pick(0.0, 0.6),
       no_repeat_ngram_size=pick(0, 2), min_tokens=pick(0, 5), temperature_last=pick(False, True),
       logit_bias=pick(None, {1: 2.0, 5: -3.0}), logit_bias_capacity=2, vocab_size=v)
-  if not rare:
+  if rare is not True:
     off = jl.SamplingParams.create(b)
     params = params._replace(**{f: getattr(off, f) for f in (
         "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "top_n_sigma", "temperature_last")})
+    greedy = params.temperature == 0
+    assert bool(jnp.any(greedy))
+    if rare is False:
+      params = params._replace(temperature=jnp.where(greedy, 0.8, params.temperature))
   context = (jl.token_counts(tokens, v, length=length), tokens, length,
              jnp.asarray(rng.integers(0, 8, b), jnp.int32),
              jnp.broadcast_to(jnp.array([0, 7], jnp.int32), (b, 2)))
@@ -214,7 +220,7 @@ def _bits(a):
 
 
 @pytest.mark.parametrize("rows,rare", [(1, True), (2, True), (3, True), (4, True), (6, True),
-                                       (2, False), (4, False)])
+                                       (2, False), (4, False), (3, "greedy")])
 @pytest.mark.parametrize("allowed", ["rows", "shared", None])
 def test_row_blocks_give_the_same_bits_as_one_block(rows, rare, allowed):
   # Blocks of 1..6 rows over 7 rows: the last block overlaps the one before it (4, 6) or not.
