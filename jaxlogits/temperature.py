@@ -34,8 +34,8 @@ def _temperature(logits: jax.Array, t: jax.Array, greedy: bool = True) -> jax.Ar
   scaled_x = _scale(x, t, logits.dtype)
   if not greedy:
     # No lax.cond: inside a block of rows its operand would be the block's logits, copied out
-    # in full (on CPU about 0.15 ms per 4 x 128K block), where without it they fuse into the
-    # next pass.
+    # in full (0.15 ms per 4 x 128K block in a CPU profile), where without it they fuse into
+    # the next pass.
     return nm.finish(scaled_x, logits.dtype)
   # t == 0 (and, under jit, t < 0 or NaN): only the argmax survives, lowest index on ties. The
   # argmax pass runs only when some row needs it. Its branch cleans the logits it is given
