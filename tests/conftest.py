@@ -1,6 +1,9 @@
-"""Test settings: strict numerics, deterministic hypothesis profiles, key-reuse checking."""
+"""Test settings: strict numerics, deterministic hypothesis profiles, key-reuse checking, one
+compilation cache for the whole run."""
 
 import os
+import shutil
+import tempfile
 
 import hypothesis
 import jax
@@ -34,3 +37,34 @@ def _release_compiled_programs():
   """
   yield
   jax.clear_caches()
+
+
+_CACHE_ENV = "JAXLOGITS_TEST_XLA_CACHE"
+
+
+def pytest_configure(config):
+  """One persistent XLA compilation cache for the run, shared by the pytest-xdist workers.
+
+  Most of the suite's time is XLA compiling, and many programs are compiled again: after each
+  module (see ``_release_compiled_programs``), in the other worker, for every fresh closure of
+  the same function (the bench's workloads, the docstring examples). The cache keys programs by
+  their content, so a program compiled once loads in a fraction of the time everywhere else.
+  The directory is made by the first process (the controller, which the workers inherit it
+  from) and removed when that process ends.
+  """
+  if _CACHE_ENV not in os.environ:
+    os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="jaxlogits-xla-cache-")
+    config._jaxlogits_cache_owner = True
+  # (Also as JAX's own variables, for the subprocesses that tests start: the CLI's, the
+  # multi-device checks'.)
+  settings = {"jax_compilation_cache_dir": os.environ[_CACHE_ENV],
+              "jax_persistent_cache_min_compile_time_secs": 0,
+              "jax_persistent_cache_min_entry_size_bytes": 0}
+  for name, value in settings.items():
+    jax.config.update(name, value)
+    os.environ[name.upper()] = str(value)
+
+
+def pytest_unconfigure(config):
+  if getattr(config, "_jaxlogits_cache_owner", False):
+    shutil.rmtree(os.environ.pop(_CACHE_ENV), ignore_errors=True)

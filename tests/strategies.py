@@ -110,6 +110,20 @@ def _pool(draw, style: int):
     return [draw(kinds.flatmap(_finite_element)) for _ in range(size)]
 
 
+# The row lengths drawn: V = 1, a few tiny rows, around the 32-value blocks of the candidate
+# search, above its 128 candidates (the nucleus search's long rows). Few lengths, so that a test
+# compiling its jitted functions for each shape reuses them across examples: a fresh shape costs
+# a compilation (seconds for the truncations' programs), an example of a known shape
+# milliseconds.
+ROW_SIZES = (1, 2, 3, 7, 33, 64, 129)
+
+
+def row_lengths(min_size: int = 1, max_size: int = 64):
+    """``V``: one of ``ROW_SIZES`` in ``[min_size, max_size]``, or either bound."""
+    return st.sampled_from(sorted(
+        {min_size, max_size} | {s for s in ROW_SIZES if min_size <= s <= max_size}))
+
+
 @st.composite
 def logit_rows(
     draw,
@@ -122,7 +136,8 @@ def logit_rows(
     """1-D float32 logit rows, adversarial.
 
     Args:
-      min_size, max_size: bounds on ``V`` (``min_size`` 1 makes ``V = 1`` reachable).
+      min_size, max_size: bounds on ``V`` (``min_size`` 1 makes ``V = 1`` reachable); ``V`` is
+        one of ``ROW_SIZES`` between them, or either bound.
       allow_nan: include NaN entries.
       allow_inf: include ``+inf`` entries (rarely).
       allow_neg_inf: include masked ``-inf`` entries (often; rows may be fully masked).
@@ -130,7 +145,7 @@ def logit_rows(
     Returns:
       A strategy of ``np.ndarray`` with dtype float32 and shape ``(V,)``.
     """
-    size = draw(st.integers(min_size, max_size))
+    size = draw(row_lengths(min_size, max_size))
     style = draw(st.integers(0, 3))  # 0 plain, 1 ties, 2 adversarial, 3 adversarial + extremes
     pool = draw(_pool(style))
     if style == 3:
@@ -155,7 +170,6 @@ def logit_rows(
 @st.composite
 def logit_batches(
     draw,
-    min_rows: int = 1,
     max_rows: int = 4,
     min_size: int = 1,
     max_size: int = 64,
@@ -164,9 +178,13 @@ def logit_batches(
     allow_neg_inf: bool = True,
 ):
     """2-D float32 batches ``[B, V]`` of :func:`logit_rows`; sometimes with repeated rows (so a
-    test can check that a row's result does not depend on its batch-mates)."""
-    v = draw(st.integers(min_size, max_size))
-    b = draw(st.integers(min_rows, max_rows))
+    test can check that a row's result does not depend on its batch-mates).
+
+    The shape takes few values (see ``ROW_SIZES``): ``B`` is ``max_rows`` (rows are
+    independent; a test of one row draws :func:`logit_rows`), ``V`` as in :func:`logit_rows`.
+    """
+    v = draw(row_lengths(min_size, max_size))
+    b = max_rows
     row = logit_rows(v, v, allow_nan, allow_inf, allow_neg_inf)
     rows = [draw(row) for _ in range(b)]
     if b > 1 and draw(st.booleans()):

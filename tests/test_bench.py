@@ -13,14 +13,16 @@ from tests.cli_checks import assert_one_line_error
 
 
 def test_workloads_composed_and_pipelined_draw_the_same_tokens():
-  logits, counts, key = bench.make_inputs(3, 300)
+  # (The shapes of test_run_reports_ratios_measured_in_the_same_run's workloads, whose programs
+  # the suite's compilation cache then holds: see tests/conftest.py.)
+  logits, counts, key = bench.make_inputs(2, 512)
   for name in ("W1", "W2", "W3"):
     ours = np.asarray(bench.composed(name)(key, logits, counts))
-    step, params = bench.pipelined(name, 3)
+    step, params = bench.pipelined(name, 2)
     # The composition and the pipeline apply the same rules in the same order: same tokens.
     np.testing.assert_array_equal(ours, np.asarray(step(key, logits, counts, params)))
     common = np.asarray(bench.common_jax(name)(key, logits, counts))
-    assert ((0 <= common) & (common < 300)).all()
+    assert ((0 <= common) & (common < 512)).all()
 
 
 def test_common_jax_top_p_keeps_the_same_nucleus():
@@ -81,8 +83,9 @@ def test_paired_ratio_is_the_median_of_per_round_ratios():
 
 def test_cli_writes_json_and_plot(tmp_path, capsys):
   out_json, out_png = tmp_path / "b.json", tmp_path / "b.png"
-  status = cli.main(["bench", "--batch", "2", "--vocab", "256", "--repeats", "1", "--no-peers",
-                     "--no-sharded", "--vocabs", "128,256", "--batches", "1",
+  # (The shapes of test_run_reports_ratios_measured_in_the_same_run: the same programs.)
+  status = cli.main(["bench", "--batch", "2", "--vocab", "512", "--repeats", "1", "--no-peers",
+                     "--no-sharded", "--vocabs", "256,512", "--batches", "1",
                      "--json", str(out_json), "--plot", str(out_png)])
   assert status == 0
   data = json.loads(out_json.read_text())
