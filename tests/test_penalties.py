@@ -20,13 +20,18 @@ PENALTIES = {
 }
 
 
-def _atol(logits, counts, values):
-  """The float32 error of each ``l - f * count`` (and ``l / r``, ``l * r``) against the float64
-  reference: the product and the difference each round to half an ulp of their own magnitude,
-  which cancellation can make large next to the result (16 - 3 * 5.386 is -0.158 +- 1e-6)."""
+def _atol(name, logits, counts, values):
+  """The float32 error of each ``l - f * count`` (frequency) or ``l - q * (count > 0)``
+  (presence) against the float64 reference: the product and the difference each round to half
+  an ulp of their own magnitude, which cancellation can make large next to the result
+  (16 - 3 * 5.386 is -0.158 +- 1e-6). ``l / r`` and ``l * r`` have no cancellation: the
+  default bound, relative to the result."""
+  if name == "repetition_penalty":
+    return 1e-37
   values = np.asarray(values, np.float64)
   values = values[..., None] if values.ndim else values
-  scale = np.where(np.isfinite(logits), np.abs(logits), 0.0) + np.abs(values) * counts
+  amount = counts if name == "frequency_penalty" else counts > 0
+  scale = np.where(np.isfinite(logits), np.abs(logits), 0.0) + np.abs(values) * amount
   return 1e-37 + 2 * float(np.finfo(np.float32).eps) * scale
 
 
@@ -38,7 +43,7 @@ def test_row_matches_reference(name, data):
   counts = data.draw(S.counts(row.size))
   value = data.draw(values())
   assert_same_masks_and_values(fn(row, counts, value), ref(flush_denormals(row), counts, value),
-                               atol=_atol(row, counts, value))
+                               atol=_atol(name, row, counts, value))
 
 
 @pytest.mark.parametrize("name", sorted(PENALTIES))
@@ -50,7 +55,7 @@ def test_batch_with_per_row_values(name, data):
   vals = np.array([data.draw(values()) for _ in range(logits.shape[0])], np.float32)
   got = jax.jit(fn)(logits, counts, vals)
   assert_same_masks_and_values(got, R.apply_rows(ref, flush_denormals(logits), counts, vals),
-                               atol=_atol(logits, counts, vals))
+                               atol=_atol(name, logits, counts, vals))
 
 
 def test_repetition_penalty_always_lowers_seen_tokens():
