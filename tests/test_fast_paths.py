@@ -92,6 +92,32 @@ def test_the_search_decides_long_rows_without_bisection(estimate):
   assert bool(jnp.all(ok))
 
 
+def test_the_gaussian_first_point_lands_near_the_boundary_of_normal_rows():
+  # The search's first point fits N(mu, s^2) to the normaliser and one measured mass: on normal
+  # logits of any scale it must land within 2% of the vocabulary of the true boundary (on the
+  # bench's rows it saves the bound's pass and about one more), and a failed fit must be NaN,
+  # never a finite point outside what the fit says.
+  from jaxlogits import _numerics as nm
+  rng = np.random.default_rng(3)
+  v = 60000
+  for scale, p in ((0.5, 0.99), (1.0, 0.9), (2.0, 0.95), (2.5, 0.5)):
+    e = (rng.normal(size=(1, v)) * scale).astype(np.float32)
+    shift, log_z = nm.log_normalizer(jnp.asarray(e))
+    x = np.sort(e[0].astype(np.float64))[::-1]
+    probs = np.exp(x - x[0]) / np.exp(x - x[0]).sum()
+    t = x[127]  # the 128th largest value, as the search's upper end
+    w_t = probs[x > t].sum()
+    guess = float(truncation._gaussian_guess(shift, log_z, v, jnp.float32(p), jnp.float32(t),
+                                             jnp.float32(w_t))[0, 0])
+    boundary = x[np.searchsorted(np.cumsum(probs), p)]
+    between = np.sum((x > min(guess, boundary)) & (x <= max(guess, boundary)))
+    assert between < 0.02 * v, (scale, p, guess, boundary, between)
+  # A measured mass of 1 (nothing fits) gives NaN or an infinite point, which the search drops.
+  bad = truncation._gaussian_guess(jnp.float32(0), jnp.float32(1), v, jnp.float32(0.9),
+                                   jnp.float32(-1), jnp.float32(1.0))
+  assert not np.isfinite(float(bad))
+
+
 def test_a_nucleus_too_wide_for_the_candidates_skips_them():
   # A flat row (every logit finite) at p = 0.9 keeps most of its tokens: its normaliser and
   # the mass at q = p / 256 show that the 128 candidates cannot hold the nucleus, so only the
