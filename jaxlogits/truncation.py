@@ -47,6 +47,9 @@ NUCLEUS_EXTRACT = 64
 # most SUB_PASSES passes over that subsample per estimate.
 SUBSAMPLE = 16
 SUB_PASSES = 12
+# After this many points without closing its bracket, a row's search takes secants on the
+# masses instead of their probits (see _regula_falsi).
+LINEAR_AFTER = 8
 
 # Every rule below computes a per-row threshold on bit-pattern keys (``keep iff
 # ordered_key(e) >= thr``; 0 keeps everything) and then writes its output in one pass. Branches
@@ -297,7 +300,9 @@ def _regula_falsi(mass_above, unit, p, lo, w_lo, hi, w_hi, valid, passes, width,
   None). Where that secant leaves the bracket, the bracket's own secant is taken, with the
   Illinois rule (an end kept twice has its value halved). The point is then pushed past the
   estimate by an eighth of ``width`` in expected token spacing, away from the end that moved
-  last, so that both ends close in. ``lo_known`` (default: every row) says where ``W(lo)`` was
+  last, so that both ends close in. From the ``LINEAR_AFTER``-th point on, the secants run on
+  the masses themselves (on a nearly uniform row the probit is far from straight, while the
+  masses are). ``lo_known`` (default: every row) says where ``W(lo)`` was
   measured; elsewhere ``lo`` is only known to satisfy ``W(lo) >= p`` (``w_lo`` stands in for
   the secant) and the row is not closed until ``lo`` moves. Rows not ``valid``, and rows once
   closed, are left as they are: a row's result never depends on the other rows of its batch
@@ -317,30 +322,34 @@ def _regula_falsi(mass_above, unit, p, lo, w_lo, hi, w_hi, valid, passes, width,
     return (i < passes) & jnp.any(valid & ~done(lo, w_lo, w_hi, known))
 
   def body(state):
-    i, lo, w_lo, hi, w_hi, known, f_lo, f_hi, a, f_a, b, f_b, last = state
+    i, lo, w_lo, hi, w_hi, known, f_lo, f_hi, a, w_a, b, w_b, last = state
     move = valid & ~done(lo, w_lo, w_hi, known)
     width_t = hi - lo
-    t = jnp.where(i == 0, first, _secant(a, f_a, b, f_b))
-    t = jnp.where((t > lo) & (t < hi), t, _secant(lo, f_lo, hi, f_hi))
+    inside = lambda t: (t > lo) & (t < hi)
+    t = jnp.where(i == 0, first, _secant(a, f(w_a), b, f(w_b)))
+    t = jnp.where(inside(t), t, _secant(lo, f_lo, hi, f_hi))
+    # A row still open after LINEAR_AFTER points (its masses far from the scale's straight
+    # line, as on a nearly uniform row) goes on with secants on the masses themselves.
+    t_linear = _secant(a, w_a - p, b, w_b - p)
+    t_linear = jnp.where(inside(t_linear), t_linear, _secant(lo, w_lo - p, hi, w_hi - p))
+    t = jnp.where(i >= LINEAR_AFTER, t_linear, t)
     density = (w_lo - w_hi) / jnp.maximum(width_t, 1e-30)
     delta = (width / 8) * unit(t) / jnp.maximum(density, 1e-30)
     # Past the estimate, away from the end that moved last (so that the other end moves next).
     t = t + jnp.where(last > 0, delta, -delta)
     t = _normal(jnp.clip(t, lo + 1e-4 * width_t, hi - 1e-4 * width_t), lo, hi)
     w = mass_above(t)
-    f_t = f(w)
     below = w >= p
-    f_lo = jnp.where(below, f_t, jnp.where(last < 0, f_lo / 2, f_lo))
-    f_hi = jnp.where(below, jnp.where(last > 0, f_hi / 2, f_hi), f_t)
+    f_lo = jnp.where(below, f(w), jnp.where(last < 0, f_lo / 2, f_lo))
+    f_hi = jnp.where(below, jnp.where(last > 0, f_hi / 2, f_hi), f(w))
     lo, w_lo = jnp.where(below, t, lo), jnp.where(below, w, w_lo)
     hi, w_hi = jnp.where(below, hi, t), jnp.where(below, w_hi, w)
-    new = (lo, w_lo, hi, w_hi, known | below, f_lo, f_hi, t, f_t, a, f_a,
+    new = (lo, w_lo, hi, w_hi, known | below, f_lo, f_hi, t, w, a, w_a,
            jnp.where(below, 1, -1))
     return nm.same_varying((i + 1,) + tuple(jnp.where(move, x, y) for x, y in zip(new, state[1:])))
 
-  f_lo, f_hi = f(w_lo), f(w_hi)
-  state = nm.same_varying((jnp.int32(0), lo, w_lo, hi, w_hi, known, f_lo, f_hi, hi, f_hi, lo,
-                           f_lo, jnp.zeros_like(lo, jnp.int32)))
+  state = nm.same_varying((jnp.int32(0), lo, w_lo, hi, w_hi, known, f(w_lo), f(w_hi), hi, w_hi,
+                           lo, w_lo, jnp.zeros_like(lo, jnp.int32)))
   _, lo, w_lo, hi, w_hi, known = lax.while_loop(cond, body, state)[:6]
   return lo, w_lo, hi, w_hi, known
 

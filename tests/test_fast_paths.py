@@ -92,6 +92,21 @@ def test_the_search_decides_long_rows_without_bisection(estimate):
   assert bool(jnp.all(ok))
 
 
+def test_a_nearly_uniform_row_closes_its_bracket_without_bisection():
+  # Logits within 0.01 of each other: the probit of the masses is far from straight there, so
+  # the probit secants stall; after LINEAR_AFTER points the secants run on the masses and the
+  # bracket closes (14 mass sums here; 50 when the probit secants go on and the row falls back
+  # to the 32 passes of the bisection). Its tokens carry 1.7e-5 each, so every p lies within
+  # the reference's knife-edge margin: the mask is checked against the bisection's instead.
+  from jaxlogits._bench_sharded import top_p_calls
+  rng = np.random.default_rng(0)
+  x = (rng.random(size=(2, 60000)) * 0.01).astype(np.float32)
+  assert top_p_calls(x, 0.9)["row_sum"] < 20
+  p = np.full(2, 0.9)
+  np.testing.assert_array_equal(np.asarray(_top_p(x, p, "search without estimate")),
+                                np.asarray(_top_p(x, p, "bisection")))
+
+
 def test_the_gaussian_first_point_lands_near_the_boundary_of_normal_rows():
   # The search's first point fits N(mu, s^2) to the normaliser and one measured mass: on normal
   # logits of any scale it must land within 2% of the vocabulary of the true boundary (on the
