@@ -110,8 +110,8 @@ def test_a_nearly_uniform_row_closes_its_bracket_without_bisection():
 def test_the_gaussian_first_point_lands_near_the_boundary_of_normal_rows():
   # The search's first point fits N(mu, s^2) to the normaliser and one measured mass: on normal
   # logits of any scale it must land within 2% of the vocabulary of the true boundary (on the
-  # bench's rows it saves the bound's pass and about one more), and a failed fit must be NaN,
-  # never a finite point outside what the fit says.
+  # bench's rows it saves the bound's pass and about one more), and a fit that cannot hold
+  # must give a point that is not finite, which the search drops for its bracket's secant.
   from jaxlogits import _numerics as nm
   rng = np.random.default_rng(3)
   v = 60000
