@@ -413,8 +413,7 @@ def _nucleus_search(e, shift, log_z, p, hi, w_hi, rows, passes, extract, ops, we
   bound = _normal(jnp.where(jnp.isfinite(bound), jnp.minimum(bound, hi), hi), -inf, hi)
   if ops.sub_sum is None:
     # No estimate: the search starts from the bound, where W >= p holds by construction, so
-    # its mass is measured only if no point of the search lands below the threshold (1 stands
-    # in for it until then).
+    # its mass is never measured (1 stands in for it until a point lands below the threshold).
     lo, w_lo, lo_known = bound, jnp.ones_like(hi), jnp.zeros(hi.shape, bool)
     first = _gaussian_guess(shift, log_z, v, p, hi, w_hi)
   else:
@@ -425,12 +424,9 @@ def _nucleus_search(e, shift, log_z, p, hi, w_hi, rows, passes, extract, ops, we
   # 3. Close the bracket on the full row, then read the tokens inside.
   lo, w_lo, hi, w_hi, lo_known = _regula_falsi(mass_above, probs, p, lo, w_lo, hi, w_hi, valid,
                                                passes, extract, _probit, lo_known, first)
-  # If the bound failed (rounding), the bracket is empty and the row falls back.
-  need = valid & ~lo_known
-  like_e = lambda w: nm.same_varying((e[..., :1], w))[1]  # (cond branches: same mesh types)
-  w_lo = jnp.where(need, lax.cond(jnp.any(need), lambda: like_e(mass_above(lo)),
-                                  lambda: like_e(jnp.zeros_like(w_lo))), w_lo)
-  valid = valid & (w_lo >= p)
+  # A row whose lower end was never measured is not closed (the search ran out of passes, or
+  # the bound failed by rounding and no point could pass it): it falls back.
+  valid = valid & lo_known
   inside = (e > lo) & (e <= hi)
   vals = ops.top(jnp.where(inside, e, nm.NEG_INF), extract)
   n_ok, thr_val = _crossing(vals, _mass_above(vals, probs(vals), w_hi) < p)
