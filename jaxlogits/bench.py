@@ -437,7 +437,7 @@ def run(batch: int = 32, vocab: int = 128256, repeats: int = 15, peers: bool = T
                                               if not isinstance(v, (dict, list))}))
   if decode:
     from jaxlogits import bench_decode
-    out["decode"] = bench_decode.run(repeats=max(3, repeats // 5), peers=peers)
+    out["decode"] = bench_decode.run(repeats=max(5, repeats // 3), peers=peers)
     _tell(progress, bench_decode.format_table(out["decode"]))
   else:
     out["decode"] = None

@@ -13,7 +13,8 @@ temperature 0.8, timed three ways in the same run:
   weights (when ``torch`` and ``transformers`` are installed).
 
 Figures are ms per generated token (whole call / 128), medians of repeated calls after a
-warm-up call.
+warm-up call. ``generate`` and ``bare`` are called in turn, one call of each per round, and the
+overhead is the median of the rounds' ratios (``bench.rounds_ms``, ``bench.paired_ratio``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from jax import lax
 
 import jaxlogits as jl
 from jaxlogits import decode
-from jaxlogits.bench import median_ms, torch_block, torch_device
+from jaxlogits.bench import median_ms, paired_ratio, rounds_ms, torch_block, torch_device
 
 __all__ = ["run", "format_table"]
 
@@ -91,7 +92,7 @@ def run(repeats: int = 3, peers: bool = True, batches=(1, 8)) -> list[dict[str, 
   """Times generate, the bare forward loop and (if installed) transformers; one row per batch.
 
   Args:
-    repeats: timed calls per figure after a warm-up call.
+    repeats: rounds (one timed call of each way per round) after a warm-up call.
     peers: also time transformers' ``generate``.
     batches: batch sizes.
 
@@ -107,16 +108,19 @@ def run(repeats: int = 3, peers: bool = True, batches=(1, 8)) -> list[dict[str, 
     prompts = jax.random.randint(jax.random.key(b), (b, PROMPT), 0, VOCAB)
     params = jl.SamplingParams.create(b, temperature=0.8, top_p=0.9)
     key = jax.random.key(0)
-    gen = median_ms(lambda: decode.generate(key, fn, cache, prompts, params=params,
-                                            max_new_tokens=NEW).tokens,
-                    repeats=repeats, warmup=1) / 1e3
-    bare_fn = _bare_loop(fn)
-    bare = median_ms(bare_fn, cache, prompts, repeats=repeats, warmup=1) / 1e3
+    generate = lambda: decode.generate(key, fn, cache, prompts, params=params,
+                                       max_new_tokens=NEW).tokens
+    # In turn, round by round, so that a slow stretch of the machine scales both times of a
+    # round; the overhead is the median of the rounds' ratios.
+    t = rounds_ms({"generate": (generate, ()), "bare": (_bare_loop(fn), (cache, prompts))},
+                  repeats, warmup=1)
+    gen = float(np.median(t["generate"])) / 1e3
+    bare = float(np.median(t["bare"])) / 1e3
     hf = _transformers_s(b, np.asarray(prompts), max(1, repeats // 2)) if peers else None
     rows.append(dict(batch=b, generate_ms_per_token=gen * 1e3 / NEW,
                      bare_ms_per_token=bare * 1e3 / NEW,
                      transformers_ms_per_token=None if hf is None else hf * 1e3 / NEW,
-                     overhead=gen / bare - 1.0,
+                     overhead=paired_ratio(t["generate"], t["bare"]) - 1.0,
                      transformers_x_ours=None if hf is None else hf / gen))
   return rows
 
