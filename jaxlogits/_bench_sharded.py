@@ -28,7 +28,7 @@ top_p 0.95 keeps about a third of the vocabulary and takes the nucleus search (`
   bisection's 32 passes if it runs) and for each call of ``RowOps.sub_sum``
   (each pass of the search's estimate over the subsample, when it runs: see
   ``truncation.estimate_by_default``), and one all-gather of ``c row`` for
-  each call of ``RowOps.top`` with ``c`` values (the 128 candidates, the 64 largest inside the
+  each call of ``RowOps.top`` with ``c`` values (the 64 candidates, the 64 largest inside the
   final bracket). The calls are counted at run time on W2's rows (:func:`top_p_calls`, one
   device, which makes the same calls as the sharded search);
 * min_p: 2 all-reduces of ``row`` (row maximum, largest key for keep-at-least-one);

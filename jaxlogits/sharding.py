@@ -21,7 +21,7 @@ Collectives per step (``B`` rows, ``D`` devices on the vocabulary axis):
 * top_k (:func:`vocab_sharded_top_k`): an ``all_gather`` of each device's 64 largest keys per row;
   for ``k > 64`` the exact bit-pattern search instead, 32 ``psum`` of one count per row.
 * top_p (:func:`vocab_sharded_top_p`): a ``pmax`` (row maximum), an integer ``psum`` of the
-  fixed-point normaliser (two ``uint32`` per row) and an ``all_gather`` of each device's 128
+  fixed-point normaliser (two ``uint32`` per row) and an ``all_gather`` of each device's 64
   largest logits per row. When the nucleus reaches beyond those candidates: one integer ``psum``
   of a fixed-point mass per full pass of the search (at most 19), on CPU for rows longer than a
   row block also per pass of its estimate over every 16th token (at most 27), and an
@@ -302,7 +302,7 @@ def vocab_sharded_top_p(logits: Any, p: Any, *, axis_name: Any, vocab_size: int)
     \text{keep } i \iff \sum_{j:\, p_j > p_i} p_j < p
 
   The single-device search on a split row, with the same mask. The row maximum crosses devices
-  by ``pmax``; an ``all_gather`` of each device's 128 largest logits (``128 D`` per row) gives
+  by ``pmax``; an ``all_gather`` of each device's 64 largest logits (``64 D`` per row) gives
   the global candidates. Every mass (the normaliser, each pass of the nucleus search beyond the
   candidates, the bisection fallback) is a fixed-point sum whose per-device integer totals are
   ``psum``med: exact, so bitwise the single-device value. The search reads the tokens left in

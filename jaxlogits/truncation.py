@@ -37,7 +37,14 @@ TOP_K_CANDIDATES = 64
 # the exact search: at 32 x 128K on CPU, k = 65 to 256 took 38 ms with the search alone (3 ms
 # for k <= 64).
 TOP_K_TIERS = (1, 4, 16)
-TOP_P_CANDIDATES = 128
+# (64, not 128: lax.top_k on CPU costs about twice as much at k = 128; a nucleus of 64 to 127
+# tokens now takes the search's passes instead, and top_p on peaked and middling rows took 0.55
+# to 0.95 of its time, one case of six 1.05; see the README.)
+TOP_P_CANDIDATES = 64
+# top_p's first mass pass, on rows of finite logits, is at the point where a token's probability
+# is p / NUCLEUS_Q (where the flat row's search then starts; p / (2 * TOP_P_CANDIDATES) at 64
+# candidates made the bench's W2 and W3 top_p 4 to 9% slower).
+NUCLEUS_Q = 256
 # top_p first tries this many candidates on a batch whose rows all hold some -inf.
 SPARSE_CANDIDATES = 64
 # The nucleus search: at most this many mass passes, then this many tokens read exactly.
@@ -508,8 +515,8 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
 
   The candidates (the ``c`` largest values) serve a nucleus of fewer than ``c`` tokens. A row
   whose logits are all finite first gets its normaliser and one mass pass at the probability
-  ``q = p / (2c)``: the ``c`` largest tokens carry at most ``W(t_q) + c q`` (those above ``t_q``,
-  then at most ``c`` tokens of probability at most ``q``), so when that is below ``p`` the
+  ``q = p / NUCLEUS_Q``: the ``c`` largest tokens carry at most ``W(t_q) + c q`` (those above
+  ``t_q``, then at most ``c`` tokens of probability at most ``q``), so when that is below ``p`` the
   nucleus cannot fit, the candidates are skipped and the search starts from the bracket end
   ``t_q`` (``W(t_q) < p``). This is the flat row, whose nucleus holds thousands of tokens.
   When every row is like that (or keeps everything), the search runs right there, on the
@@ -537,7 +544,7 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
       weights = jnp.exp(e - shift)  # one exponential for the normaliser and the mass
       z = ops.row_sum(weights)
       log_z = jnp.log(z)
-      t = shift + log_z + jnp.log(p / (2 * c))
+      t = shift + log_z + jnp.log(p / NUCLEUS_Q)
       finite_t = jnp.isfinite(t)  # p <= 0 has no such point
       t = jnp.where(finite_t, jnp.minimum(t, m), m)  # above the max: the max (W = 0 there)
       w = ops.row_sum(jnp.where(e > t, weights, 0.0)) / z

@@ -178,7 +178,7 @@ def check_vocab_transforms():
 
 
 def check_top_p_knife_edges():
-  """Sharded top_p equals the single-device mask bit for bit, with the nucleus inside the 128
+  """Sharded top_p equals the single-device mask bit for bit, with the nucleus inside the 64
   candidates or far beyond them, even with ``p`` within a few float32 steps of the row's
   cumulative mass at the boundary, where masses summed in another order flip the boundary
   token."""

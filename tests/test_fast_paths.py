@@ -135,16 +135,19 @@ def test_the_gaussian_first_point_lands_near_the_boundary_of_normal_rows():
 
 def test_a_nucleus_too_wide_for_the_candidates_skips_them():
   # A flat row (every logit finite) at p = 0.9 keeps most of its tokens: its normaliser and
-  # the mass at q = p / 256 show that the 128 candidates cannot hold the nucleus, so only the
-  # search's final 64 are gathered; a peaked row takes the candidates. Together in one block,
-  # each row gets the mask it gets alone, and the reference's.
+  # the mass at q = p / 256 show that the 64 candidates cannot hold the nucleus, so they are
+  # skipped: the search makes its passes and gathers only its final bracket's 64. A peaked row
+  # (26 tokens) takes the candidates and no pass beyond those two. Together in one block, each
+  # row gets the mask it gets alone, and the reference's.
   from jaxlogits._bench_sharded import top_p_calls
   rng = np.random.default_rng(7)
   flat = (rng.normal(size=(1, 1000)) * 0.5).astype(np.float32)
   peaked = (rng.normal(size=(1, 1000)) * 4.0).astype(np.float32)
   ps = np.array([_safe_p(flat[0], 0.9), _safe_p(peaked[0], 0.9)])
-  assert top_p_calls(flat, ps[0])["top"] == [64]
-  assert top_p_calls(peaked, ps[1])["top"] == [128]
+  assert truncation.TOP_P_CANDIDATES == truncation.NUCLEUS_EXTRACT == 64
+  flat_calls, peaked_calls = top_p_calls(flat, ps[0]), top_p_calls(peaked, ps[1])
+  assert flat_calls["top"] == [64] and flat_calls["row_sum"] > 2
+  assert peaked_calls == {"row_sum": 2, "sub_sum": 0, "top": [64]}
   both = np.concatenate([flat, peaked])
   got = np.asarray(_top_p(both, ps, "candidates"))
   assert_same_masks_and_values(got, R.apply_rows(R.top_p_ref, both, ps), exact_values=True)
