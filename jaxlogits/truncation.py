@@ -45,8 +45,6 @@ TOP_P_CANDIDATES = 64
 # is p / NUCLEUS_Q (where the flat row's search then starts; p / (2 * TOP_P_CANDIDATES) at 64
 # candidates made the bench's W2 and W3 top_p 4 to 9% slower).
 NUCLEUS_Q = 256
-# top_p first tries this many candidates on a batch whose rows all hold some -inf.
-SPARSE_CANDIDATES = 64
 # The nucleus search: at most this many mass passes, then this many tokens read exactly.
 NUCLEUS_PASSES = 16
 NUCLEUS_EXTRACT = 64
@@ -522,9 +520,6 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
   When every row is like that (or keeps everything), the search runs right there, on the
   weights ``exp(e - shift)`` the normaliser used: the same search on the same numbers, without
   a second pass of exponentials.
-  A batch whose rows all hold some -inf (truncated before, as by a top-k) first takes the
-  ``SPARSE_CANDIDATES`` largest values, and the full list only if some row has more finite
-  logits than that: the same values either way, padded with -inf.
   """
   ops = _one_device(e.shape[-1], estimate) if ops is None else ops
   v = ops.vocab_size
@@ -568,25 +563,8 @@ def _nucleus_key(e: jax.Array, m: jax.Array, p: jax.Array, candidates: int, pass
     log_z_full, t_q, w_q = jnp.zeros_like(m), m, jnp.zeros_like(m)
     searched, (ok_q, found_q) = jnp.zeros((), bool), no_search()
 
-  def candidate_values():
-    # A truncated row (some -inf) often has fewer than SPARSE_CANDIDATES finite logits: the
-    # shorter list then holds them all (the rest of the c largest are -inf) and costs less.
-    s = min(c, SPARSE_CANDIDATES)
-    if s == c or c == v:
-      return ops.top(e, c)
-    pad = lambda vals: jnp.pad(vals, [(0, 0)] * (vals.ndim - 1) + [(0, c - s)],
-                               constant_values=nm.NEG_INF)
-    full_list = lambda: like_e((ops.top(e, c),))[0]
-
-    def short_first():
-      vals = ops.top(e, s)
-      return lax.cond(jnp.all(vals[..., -1:] == nm.NEG_INF), lambda: like_e((pad(vals),))[0],
-                      full_list)
-
-    return lax.cond(jnp.any(finite_rows), full_list, short_first)
-
   def with_candidates():
-    vals = candidate_values()
+    vals = ops.top(e, c)
     # A row with at most c finite logits (after a top-k, say) has its whole distribution in the
     # candidates: its normaliser is summed over them, and when every row is like that there is
     # no pass over the rows.
